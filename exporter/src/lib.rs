@@ -1,0 +1,221 @@
+//! `dia-export` as a library: a Dia checkpoint directory in, a model bundle directory out.
+//!
+//! The bundle is written into a temporary directory beside the destination and renamed into
+//! place at the end, so a failed export leaves nothing half-written.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use dia_bundle::{GraphSpec, Graphs, Manifest, TensorSpec, FORMAT_VERSION, MANIFEST_FILE};
+use dia_graphs::{decoder, encoder, Builder, Checkpoint, CheckpointError, DType, ExternalData};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Options(String),
+}
+
+/// Options of one export.
+#[derive(Clone, Debug)]
+pub struct ExportOptions {
+    pub checkpoint: PathBuf,
+    pub out: PathBuf,
+    /// Weight and activation dtype of the graphs: float32 or float16.
+    pub dtype: DType,
+    /// Text length of the encoder (default: the config's, 1024 for Dia-1.6B).
+    pub max_text_len: Option<usize>,
+    /// Cache length of the decoder step (default: the config's, 3072 for Dia-1.6B).
+    pub max_frames: Option<usize>,
+}
+
+/// What an export wrote.
+#[derive(Clone, Debug)]
+pub struct ExportReport {
+    pub manifest: Manifest,
+    pub files: Vec<(String, u64)>,
+    pub seconds: f64,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ExportError + '_ {
+    move |source| ExportError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn specs(values: &[dia_graphs::Value]) -> Vec<TensorSpec> {
+    values
+        .iter()
+        .map(|v| TensorSpec {
+            name: v.name.clone(),
+            dtype: v.dtype.name().to_string(),
+            shape: v.shape.clone(),
+        })
+        .collect()
+}
+
+/// Builds one graph with `build`, writing `<stem>.onnx` and `<stem>.weights` into `dir`.
+fn write_graph(
+    dir: &Path,
+    stem: &str,
+    doc: &str,
+    files: &mut Vec<(String, u64)>,
+    build: impl FnOnce(&mut Builder) -> Result<(), CheckpointError>,
+) -> Result<GraphSpec, ExportError> {
+    let weights_name = format!("{stem}.weights");
+    let ext = ExternalData::create(dir, &weights_name).map_err(io(&dir.join(&weights_name)))?;
+    let mut b = Builder::new(stem, Some(ext));
+    build(&mut b)?;
+    let inputs = specs(b.inputs());
+    let outputs = specs(b.outputs());
+    let (model, ext) = b.finish(doc, &[]).map_err(io(&dir.join(&weights_name)))?;
+    let onnx_name = format!("{stem}.onnx");
+    let path = dir.join(&onnx_name);
+    let bytes = dia_graphs::onnx::encode(&model);
+    let mut f = fs::File::create(&path).map_err(io(&path))?;
+    f.write_all(&bytes).map_err(io(&path))?;
+    f.sync_all().map_err(io(&path))?;
+    files.push((onnx_name.clone(), bytes.len() as u64));
+    if let Some((_, len)) = ext {
+        files.push((weights_name.clone(), len));
+    }
+    Ok(GraphSpec {
+        file: onnx_name,
+        weights: Some(weights_name),
+        inputs,
+        outputs,
+    })
+}
+
+/// Exports the checkpoint at `opts.checkpoint` into a bundle at `opts.out`.
+pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
+    let start = Instant::now();
+    if !matches!(opts.dtype, DType::F32 | DType::F16) {
+        return Err(ExportError::Options(format!(
+            "--dtype {} is not supported; use f32 or f16",
+            opts.dtype.name()
+        )));
+    }
+    let ckpt = Checkpoint::open(&opts.checkpoint)?;
+    let cfg = ckpt.config.clone();
+    tracing::info!(layout = %ckpt.layout, dir = %opts.checkpoint.display(), "checkpoint validated");
+
+    let cfg_text = cfg.encoder_config.max_position_embeddings;
+    let cfg_frames = cfg.decoder_config.max_position_embeddings;
+    let text_len = opts.max_text_len.unwrap_or(cfg_text);
+    let max_frames = opts.max_frames.unwrap_or(cfg_frames);
+    if text_len == 0 || text_len > cfg_text {
+        return Err(ExportError::Options(format!(
+            "--max-text-len {text_len} must be between 1 and the model's {cfg_text}"
+        )));
+    }
+    let min_frames = cfg.max_delay() + 2;
+    if max_frames < min_frames || max_frames > cfg_frames {
+        return Err(ExportError::Options(format!(
+            "--max-frames {max_frames} must be between {min_frames} and the model's {cfg_frames}"
+        )));
+    }
+
+    // Refuse to replace a directory that is not a bundle: it may hold the user's files.
+    if opts.out.exists() {
+        let empty = fs::read_dir(&opts.out)
+            .map_err(io(&opts.out))?
+            .next()
+            .is_none();
+        if !empty && !opts.out.join(MANIFEST_FILE).is_file() {
+            return Err(ExportError::Options(format!(
+                "{} exists and is not a Dia bundle; choose another --out",
+                opts.out.display()
+            )));
+        }
+    }
+    let parent = match opts.out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&parent).map_err(io(&parent))?;
+    let name = opts
+        .out
+        .file_name()
+        .ok_or_else(|| ExportError::Options(format!("--out {} has no name", opts.out.display())))?
+        .to_string_lossy()
+        .to_string();
+    let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+
+    let result = (|| {
+        let w = dia_graphs::weights::Weights::new(&ckpt, opts.dtype);
+        let mut files = Vec::new();
+        let enc = write_graph(
+            &tmp,
+            "encoder",
+            "Dia encoder: text tokens and mask of the CFG pair -> encoder states and cross-attention K/V of every decoder layer",
+            &mut files,
+            |b| encoder::build_encoder(b, &w, &cfg, text_len),
+        )?;
+        tracing::info!(secs = start.elapsed().as_secs_f64(), "encoder.onnx written");
+        let dec = write_graph(
+            &tmp,
+            "decoder_step",
+            "Dia decoder, one step for the CFG pair, with an explicit self-attention KV cache",
+            &mut files,
+            |b| decoder::build_decoder_step(b, &w, &cfg, text_len, max_frames),
+        )?;
+        tracing::info!(
+            secs = start.elapsed().as_secs_f64(),
+            "decoder_step.onnx written"
+        );
+        let manifest = Manifest {
+            format_version: FORMAT_VERSION,
+            producer: format!("dia-export {}", env!("CARGO_PKG_VERSION")),
+            config: cfg.clone(),
+            dtype: opts.dtype.name().to_string(),
+            max_text_len: text_len,
+            max_frames,
+            source_layout: ckpt.layout.name().to_string(),
+            graphs: Graphs {
+                encoder: enc,
+                decoder_step: dec,
+            },
+        };
+        let path = tmp.join(MANIFEST_FILE);
+        let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
+        fs::write(&path, text.as_bytes()).map_err(io(&path))?;
+        files.push((MANIFEST_FILE.to_string(), text.len() as u64));
+        Ok::<_, ExportError>((manifest, files))
+    })();
+
+    let (manifest, files) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+    };
+    // Swap the finished bundle into place; an older bundle there is replaced only now.
+    if opts.out.exists() {
+        let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+        fs::rename(&opts.out, &old).map_err(io(&opts.out))?;
+        fs::rename(&tmp, &opts.out).map_err(io(&opts.out))?;
+        let _ = fs::remove_dir_all(&old);
+    } else {
+        fs::rename(&tmp, &opts.out).map_err(io(&opts.out))?;
+    }
+    Ok(ExportReport {
+        manifest,
+        files,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,234 @@
+//! Dia's attention blocks. Scale 1.0 (the weights carry 1/sqrt(d)); RoPE on q and k of
+//! self-attention only; grouped-query attention without repeating K/V: query heads are
+//! reshaped to `[kv_heads, group, ..]` so each K/V head is read once for its whole group
+//! (query head h uses kv head h / group, as `repeat_interleave` does in the reference).
+//!
+//! K caches are stored transposed, `[B, kv_heads, head_dim, len]`, so scores are a plain
+//! MatMul with no per-step transpose of the cache.
+
+use crate::builder::{Builder, DType, Value};
+use crate::checkpoint::CheckpointError;
+use crate::rope::apply_rope;
+use crate::weights::Weights;
+
+/// Head counts of one attention block.
+#[derive(Clone, Copy, Debug)]
+pub struct Heads {
+    pub q: usize,
+    pub kv: usize,
+    pub dim: usize,
+}
+
+impl Heads {
+    pub fn group(&self) -> usize {
+        self.q / self.kv
+    }
+}
+
+/// Masked softmax in float32, cast back to `dtype`. `keep` broadcasts against `scores`.
+fn masked_softmax(b: &mut Builder, scores: &Value, keep: &Value, dtype: DType) -> Value {
+    let s = b.cast(scores, DType::F32);
+    let neg = b.scalar(f32::NEG_INFINITY, DType::F32);
+    let s = b.where_(keep, &s, &neg);
+    let p = b.softmax(&s, -1);
+    b.cast(&p, dtype)
+}
+
+/// Projects `x` `[B, S, in]` with a fused q|k|v kernel into q `[B,S,H,d]`, k and v `[B,S,KV,d]`.
+fn qkv(
+    b: &mut Builder,
+    w: &Weights,
+    x: &Value,
+    heads: Heads,
+    input: usize,
+) -> Result<(Value, Value, Value), CheckpointError> {
+    let (h, kv, d) = (heads.q, heads.kv, heads.dim);
+    let wqkv = w.fused_dense(
+        b,
+        "qkv_proj",
+        &[
+            ("q_proj", &[input, h, d]),
+            ("k_proj", &[input, kv, d]),
+            ("v_proj", &[input, kv, d]),
+        ],
+    )?;
+    let (bsz, s) = (x.shape[0], x.shape[1]);
+    Ok(b.scoped(w.prefix(), |b| {
+        let y = b.matmul(x, &wqkv);
+        let parts = b.split(&y, -1, &[(h * d) as i64, (kv * d) as i64, (kv * d) as i64]);
+        let q = b.reshape(&parts[0], &[bsz, s, h as i64, d as i64]);
+        let k = b.reshape(&parts[1], &[bsz, s, kv as i64, d as i64]);
+        let v = b.reshape(&parts[2], &[bsz, s, kv as i64, d as i64]);
+        (q, k, v)
+    }))
+}
+
+/// Output projection from `[B, S, H·d]`.
+fn out_proj(
+    b: &mut Builder,
+    w: &Weights,
+    attn: &Value,
+    heads: Heads,
+    out: usize,
+) -> Result<Value, CheckpointError> {
+    let wo = w.matrix(b, "o_proj", &[heads.q, heads.dim, out], 2)?;
+    Ok(b.scoped(w.prefix(), |b| b.matmul(attn, &wo)))
+}
+
+/// Encoder self-attention over the whole text. `x` `[B,T,D]`, `keep` `[B,1,T,T]` bool,
+/// `cos`/`sin` `[T,1,d/2]`.
+pub fn self_attention_full(
+    b: &mut Builder,
+    w: &Weights,
+    x: &Value,
+    keep: &Value,
+    cos: &Value,
+    sin: &Value,
+    heads: Heads,
+) -> Result<Value, CheckpointError> {
+    let dim = x.shape[2] as usize;
+    let (q, k, v) = qkv(b, w, x, heads, dim)?;
+    let attn = b.scoped(w.prefix(), |b| {
+        let (bsz, t) = (x.shape[0], x.shape[1]);
+        let (h, kv, d, g) = (
+            heads.q as i64,
+            heads.kv as i64,
+            heads.dim as i64,
+            heads.group() as i64,
+        );
+        let q = apply_rope(b, &q, cos, sin);
+        let k = apply_rope(b, &k, cos, sin);
+        let q = b.transpose(&q, &[0, 2, 1, 3]); // [B,H,T,d]
+        let mut kt = b.transpose(&k, &[0, 2, 3, 1]); // [B,KV,d,T]
+        let mut v = b.transpose(&v, &[0, 2, 1, 3]); // [B,KV,T,d]
+        if g > 1 {
+            // Full-sequence attention runs once per utterance: repeating K/V is fine here.
+            let ku = b.unsqueeze(&kt, &[2]);
+            let ke = b.expand(&ku, &[bsz, kv, g, d, t]);
+            kt = b.reshape(&ke, &[bsz, h, d, t]);
+            let vu = b.unsqueeze(&v, &[2]);
+            let ve = b.expand(&vu, &[bsz, kv, g, t, d]);
+            v = b.reshape(&ve, &[bsz, h, t, d]);
+        }
+        let scores = b.matmul(&q, &kt); // [B,H,T,T]
+        let p = masked_softmax(b, &scores, keep, q.dtype);
+        let o = b.matmul(&p, &v); // [B,H,T,d]
+        let o = b.transpose(&o, &[0, 2, 1, 3]);
+        b.reshape(&o, &[bsz, t, h * d])
+    });
+    out_proj(b, w, &attn, heads, dim)
+}
+
+/// One decoder step of self-attention against the cache.
+///
+/// `x` `[B,1,D]`; `k_cache` `[B,KV,d,F]` (transposed) and `v_cache` `[B,KV,F,d]` hold steps
+/// before this one; `keep` `[F]` marks those valid slots; `cos`/`sin` `[1,1,d/2]` are this
+/// step's. The new key and value are attended to directly and returned, so the caller writes
+/// them into its cache in place: the cache is read, never copied.
+/// Returns (output `[B,1,D]`, new k `[B,KV,d,1]`, new v `[B,KV,1,d]`).
+#[allow(clippy::too_many_arguments)]
+pub fn self_attention_step(
+    b: &mut Builder,
+    w: &Weights,
+    x: &Value,
+    k_cache: &Value,
+    v_cache: &Value,
+    keep: &Value,
+    cos: &Value,
+    sin: &Value,
+    heads: Heads,
+) -> Result<(Value, Value, Value), CheckpointError> {
+    let dim = x.shape[2] as usize;
+    let (q, k, v) = qkv(b, w, x, heads, dim)?;
+    let (attn, new_k, new_v) = b.scoped(w.prefix(), |b| {
+        let bsz = x.shape[0];
+        let (h, kv, d, g) = (
+            heads.q as i64,
+            heads.kv as i64,
+            heads.dim as i64,
+            heads.group() as i64,
+        );
+        let q = apply_rope(b, &q, cos, sin);
+        let k = apply_rope(b, &k, cos, sin);
+        // S = 1, so [B,1,H,d] -> [B,KV,G,d] is a reshape (head h = kv·G + g).
+        let qg = b.reshape(&q, &[bsz, kv, g, d]);
+        let new_k = b.reshape(&k, &[bsz, kv, d, 1]);
+        let new_v = b.reshape(&v, &[bsz, kv, 1, d]);
+        let s_cache = b.matmul(&qg, k_cache); // [B,KV,G,F]
+        let neg = b.scalar(f32::NEG_INFINITY, DType::F32);
+        let s_cache = b.cast(&s_cache, DType::F32);
+        let s_cache = b.where_(keep, &s_cache, &neg);
+        let s_new = b.matmul(&qg, &new_k); // [B,KV,G,1]
+        let s_new = b.cast(&s_new, DType::F32);
+        let s = b.concat(&[&s_cache, &s_new], -1);
+        let p = b.softmax(&s, -1);
+        let p = b.cast(&p, q.dtype);
+        let f = k_cache.shape[3];
+        let ps = b.split(&p, -1, &[f, 1]);
+        let o_cache = b.matmul(&ps[0], v_cache); // [B,KV,G,d]
+        let o_new = b.matmul(&ps[1], &new_v);
+        let o = b.add(&o_cache, &o_new);
+        let o = b.reshape(&o, &[bsz, 1, h * d]);
+        (o, new_k, new_v)
+    });
+    Ok((out_proj(b, w, &attn, heads, dim)?, new_k, new_v))
+}
+
+/// Cross-attention K (transposed, `[B,KV,d,T]`) and V (`[B,KV,T,d]`) from the encoder output
+/// `[B,T,E]`: computed once per utterance by the encoder graph.
+pub fn cross_kv(
+    b: &mut Builder,
+    w: &Weights,
+    enc: &Value,
+    heads: Heads,
+) -> Result<(Value, Value), CheckpointError> {
+    let e = enc.shape[2] as usize;
+    let (kv, d) = (heads.kv, heads.dim);
+    let wkv = w.fused_dense(
+        b,
+        "kv_proj",
+        &[("k_proj", &[e, kv, d]), ("v_proj", &[e, kv, d])],
+    )?;
+    Ok(b.scoped(w.prefix(), |b| {
+        let (bsz, t) = (enc.shape[0], enc.shape[1]);
+        let y = b.matmul(enc, &wkv);
+        let parts = b.split(&y, -1, &[(kv * d) as i64, (kv * d) as i64]);
+        let k = b.reshape(&parts[0], &[bsz, t, kv as i64, d as i64]);
+        let v = b.reshape(&parts[1], &[bsz, t, kv as i64, d as i64]);
+        (
+            b.transpose(&k, &[0, 2, 3, 1]),
+            b.transpose(&v, &[0, 2, 1, 3]),
+        )
+    }))
+}
+
+/// One decoder step of cross-attention (no RoPE). `x` `[B,1,D]`, `k` `[B,KV,d,T]`,
+/// `v` `[B,KV,T,d]`, `keep` `[B,1,1,T]` marks the non-pad text positions.
+pub fn cross_attention_step(
+    b: &mut Builder,
+    w: &Weights,
+    x: &Value,
+    k: &Value,
+    v: &Value,
+    keep: &Value,
+    heads: Heads,
+) -> Result<Value, CheckpointError> {
+    let dim = x.shape[2] as usize;
+    let wq = w.matrix(b, "q_proj", &[dim, heads.q, heads.dim], 1)?;
+    let attn = b.scoped(w.prefix(), |b| {
+        let bsz = x.shape[0];
+        let (h, kv, d, g) = (
+            heads.q as i64,
+            heads.kv as i64,
+            heads.dim as i64,
+            heads.group() as i64,
+        );
+        let q = b.matmul(x, &wq);
+        let qg = b.reshape(&q, &[bsz, kv, g, d]);
+        let s = b.matmul(&qg, k); // [B,KV,G,T]
+        let p = masked_softmax(b, &s, keep, q.dtype);
+        let o = b.matmul(&p, v); // [B,KV,G,d]
+        b.reshape(&o, &[bsz, 1, h * d])
+    });
+    out_proj(b, w, &attn, heads, dim)
+}

@@ -1,0 +1,635 @@
+//! Reading a Dia checkpoint directory (`config.json` + `model.safetensors`, or sharded
+//! safetensors with an index) in either layout users download:
+//!
+//! - **nari**: the nari-labs layout, DenseGeneral kernels with input dims first
+//!   (`decoder.layers.0.self_attention.q_proj.weight` is `[hidden, heads, head_dim]`);
+//! - **transformers**: what `DiaForConditionalGeneration.save_pretrained` writes, Linear
+//!   matrices `[out, in]` under a `model.` prefix, one merged decoder embedding table.
+//!
+//! Weights are addressed by their nari name and returned in the nari shape whatever the file's
+//! layout; the mapping from one layout to the other lives in [`transformers_source`], once.
+//! Files are memory-mapped and tensors are decoded one at a time, so export streams weights.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use dia_bundle::{BundleError, DiaConfig};
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::tensor::{decode_to_f32, SourceDType, Tensor};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error(
+        "{0}: no config.json: a Dia checkpoint directory holds config.json and model.safetensors"
+    )]
+    MissingConfig(PathBuf),
+    #[error(transparent)]
+    Config(#[from] BundleError),
+    #[error("{0}: no model.safetensors (nor model.safetensors.index.json with shards)")]
+    MissingWeights(PathBuf),
+    #[error("{file}: cannot read: {source}")]
+    Io {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{file}: not a valid safetensors file ({detail}); is it truncated or still downloading?"
+    )]
+    Corrupt { file: PathBuf, detail: String },
+    #[error("{file}: neither the nari-labs layout (`encoder.embedding.weight`) nor the transformers layout (`model.encoder.embedding.weight`) was found")]
+    UnknownLayout { file: PathBuf },
+    #[error("tensor `{name}` is missing from the checkpoint (expected shape {expected:?}, {layout} layout)")]
+    MissingTensor {
+        name: String,
+        expected: Vec<usize>,
+        layout: Layout,
+    },
+    #[error(
+        "tensor `{name}` has shape {found:?} but the config implies {expected:?} ({layout} layout)"
+    )]
+    ShapeMismatch {
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+        layout: Layout,
+    },
+    #[error("tensor `{name}` has element type {dtype:?}; only F32, F16 and BF16 are supported")]
+    UnsupportedDtype { name: String, dtype: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    Nari,
+    Transformers,
+}
+
+impl Layout {
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Nari => "nari",
+            Layout::Transformers => "transformers",
+        }
+    }
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+struct Entry {
+    shard: usize,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    /// Byte range inside the shard's mmap (header included in the offset).
+    start: usize,
+    end: usize,
+}
+
+/// An opened checkpoint. Cheap: tensors are read on demand.
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub config: DiaConfig,
+    pub layout: Layout,
+    shards: Vec<(PathBuf, Mmap)>,
+    entries: HashMap<String, Entry>,
+}
+
+/// How a nari-named weight is found in a transformers-layout file.
+enum Source {
+    /// Same shape and data.
+    Same(String),
+    /// A Linear `[out, in]` matrix holding the transposed kernel.
+    Transposed { name: String, shape: [usize; 2] },
+    /// Rows `start..start+rows` of a `[total, cols]` table.
+    Rows {
+        name: String,
+        table: [usize; 2],
+        start: usize,
+    },
+}
+
+fn transformers_source(nari: &str, shape: &[usize], cfg: &DiaConfig) -> Source {
+    let prod = |s: &[usize]| s.iter().product::<usize>();
+    let model = |n: &str| format!("model.{n}");
+    if let Some(c) = nari
+        .strip_prefix("decoder.embeddings.")
+        .and_then(|r| r.strip_suffix(".weight"))
+    {
+        let c: usize = c.parse().expect("channel index");
+        let v = cfg.decoder_config.vocab_size;
+        return Source::Rows {
+            name: "model.decoder.embeddings.embed.weight".into(),
+            table: [cfg.decoder_config.num_channels * v, shape[1]],
+            start: c * v,
+        };
+    }
+    if nari == "decoder.logits_dense.weight" {
+        return Source::Transposed {
+            name: "logits_dense.weight".into(),
+            shape: [prod(&shape[1..]), shape[0]],
+        };
+    }
+    for proj in ["q_proj", "k_proj", "v_proj"] {
+        if nari.ends_with(&format!(".{proj}.weight")) {
+            return Source::Transposed {
+                name: model(nari),
+                shape: [prod(&shape[1..]), shape[0]],
+            };
+        }
+    }
+    if nari.ends_with(".o_proj.weight") {
+        return Source::Transposed {
+            name: model(nari),
+            shape: [shape[2], shape[0] * shape[1]],
+        };
+    }
+    if nari.ends_with(".mlp.wi_fused.weight") {
+        return Source::Transposed {
+            name: model(&nari.replace("wi_fused", "gate_up_proj")),
+            shape: [shape[1] * shape[2], shape[0]],
+        };
+    }
+    if nari.ends_with(".mlp.wo.weight") {
+        return Source::Transposed {
+            name: model(&nari.replace(".wo.", ".down_proj.")),
+            shape: [shape[1], shape[0]],
+        };
+    }
+    Source::Same(model(nari))
+}
+
+/// Every weight a Dia checkpoint must hold, by nari name, with its nari shape.
+pub fn expected_tensors(cfg: &DiaConfig) -> Vec<(String, Vec<usize>)> {
+    let e = &cfg.encoder_config;
+    let d = &cfg.decoder_config;
+    let mut out = vec![(
+        "encoder.embedding.weight".to_string(),
+        vec![e.vocab_size, e.hidden_size],
+    )];
+    for i in 0..e.num_hidden_layers {
+        let p = format!("encoder.layers.{i}");
+        let (h, kv, hd, dim) = (
+            e.num_attention_heads,
+            e.num_key_value_heads,
+            e.head_dim,
+            e.hidden_size,
+        );
+        out.extend([
+            (format!("{p}.pre_sa_norm.weight"), vec![dim]),
+            (
+                format!("{p}.self_attention.q_proj.weight"),
+                vec![dim, h, hd],
+            ),
+            (
+                format!("{p}.self_attention.k_proj.weight"),
+                vec![dim, kv, hd],
+            ),
+            (
+                format!("{p}.self_attention.v_proj.weight"),
+                vec![dim, kv, hd],
+            ),
+            (
+                format!("{p}.self_attention.o_proj.weight"),
+                vec![h, hd, dim],
+            ),
+            (format!("{p}.post_sa_norm.weight"), vec![dim]),
+            (
+                format!("{p}.mlp.wi_fused.weight"),
+                vec![dim, 2, e.intermediate_size],
+            ),
+            (format!("{p}.mlp.wo.weight"), vec![e.intermediate_size, dim]),
+        ]);
+    }
+    out.push(("encoder.norm.weight".into(), vec![e.hidden_size]));
+    for c in 0..d.num_channels {
+        out.push((
+            format!("decoder.embeddings.{c}.weight"),
+            vec![d.vocab_size, d.hidden_size],
+        ));
+    }
+    for i in 0..d.num_hidden_layers {
+        let p = format!("decoder.layers.{i}");
+        let (h, kv, hd, dim) = (
+            d.num_attention_heads,
+            d.num_key_value_heads,
+            d.head_dim,
+            d.hidden_size,
+        );
+        let (ch, ckv, chd) = (
+            d.cross_num_attention_heads,
+            d.cross_num_key_value_heads,
+            d.cross_head_dim,
+        );
+        out.extend([
+            (format!("{p}.pre_sa_norm.weight"), vec![dim]),
+            (
+                format!("{p}.self_attention.q_proj.weight"),
+                vec![dim, h, hd],
+            ),
+            (
+                format!("{p}.self_attention.k_proj.weight"),
+                vec![dim, kv, hd],
+            ),
+            (
+                format!("{p}.self_attention.v_proj.weight"),
+                vec![dim, kv, hd],
+            ),
+            (
+                format!("{p}.self_attention.o_proj.weight"),
+                vec![h, hd, dim],
+            ),
+            (format!("{p}.pre_ca_norm.weight"), vec![dim]),
+            (
+                format!("{p}.cross_attention.q_proj.weight"),
+                vec![dim, ch, chd],
+            ),
+            (
+                format!("{p}.cross_attention.k_proj.weight"),
+                vec![d.cross_hidden_size, ckv, chd],
+            ),
+            (
+                format!("{p}.cross_attention.v_proj.weight"),
+                vec![d.cross_hidden_size, ckv, chd],
+            ),
+            (
+                format!("{p}.cross_attention.o_proj.weight"),
+                vec![ch, chd, dim],
+            ),
+            (format!("{p}.pre_mlp_norm.weight"), vec![dim]),
+            (
+                format!("{p}.mlp.wi_fused.weight"),
+                vec![dim, 2, d.intermediate_size],
+            ),
+            (format!("{p}.mlp.wo.weight"), vec![d.intermediate_size, dim]),
+        ]);
+    }
+    out.push(("decoder.norm.weight".into(), vec![d.hidden_size]));
+    out.push((
+        "decoder.logits_dense.weight".into(),
+        vec![d.hidden_size, d.num_channels, d.vocab_size],
+    ));
+    out
+}
+
+fn open_mmap(path: &Path) -> Result<Mmap, CheckpointError> {
+    let io = |e| CheckpointError::Io {
+        file: path.to_path_buf(),
+        source: e,
+    };
+    let f = File::open(path).map_err(io)?;
+    // SAFETY: the file is opened read-only; a checkpoint being rewritten while we export is
+    // the user's error and at worst yields garbage weights, which validation cannot catch anyway.
+    unsafe { Mmap::map(&f) }.map_err(io)
+}
+
+impl Checkpoint {
+    /// Opens `dir`, parses its config and the safetensors headers, detects the layout and
+    /// checks that every expected tensor is present with the right shape and a float type.
+    pub fn open(dir: &Path) -> Result<Self, CheckpointError> {
+        let config_path = dir.join("config.json");
+        if !config_path.is_file() {
+            return Err(CheckpointError::MissingConfig(dir.to_path_buf()));
+        }
+        let config = DiaConfig::from_file(&config_path)?;
+
+        let single = dir.join("model.safetensors");
+        let index = dir.join("model.safetensors.index.json");
+        let files: Vec<PathBuf> = if single.is_file() {
+            vec![single]
+        } else if index.is_file() {
+            let text = std::fs::read_to_string(&index).map_err(|e| CheckpointError::Io {
+                file: index.clone(),
+                source: e,
+            })?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| CheckpointError::Corrupt {
+                    file: index.clone(),
+                    detail: e.to_string(),
+                })?;
+            let mut names: Vec<String> = v
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .map(|m| {
+                    m.values()
+                        .filter_map(|f| f.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            names.sort();
+            names.dedup();
+            names.into_iter().map(|n| dir.join(n)).collect()
+        } else {
+            return Err(CheckpointError::MissingWeights(dir.to_path_buf()));
+        };
+
+        let mut shards = Vec::new();
+        let mut entries = HashMap::new();
+        for (si, file) in files.into_iter().enumerate() {
+            let mmap = open_mmap(&file)?;
+            let (header, meta) =
+                SafeTensors::read_metadata(&mmap).map_err(|e| CheckpointError::Corrupt {
+                    file: file.clone(),
+                    detail: format!("{e:?}"),
+                })?;
+            for (name, info) in meta.tensors() {
+                entries.insert(
+                    name,
+                    Entry {
+                        shard: si,
+                        dtype: info.dtype,
+                        shape: info.shape.clone(),
+                        start: 8 + header + info.data_offsets.0,
+                        end: 8 + header + info.data_offsets.1,
+                    },
+                );
+            }
+            shards.push((file, mmap));
+        }
+
+        let layout = if entries.contains_key("encoder.embedding.weight") {
+            Layout::Nari
+        } else if entries.contains_key("model.encoder.embedding.weight") {
+            Layout::Transformers
+        } else {
+            return Err(CheckpointError::UnknownLayout {
+                file: shards[0].0.clone(),
+            });
+        };
+        let ckpt = Checkpoint {
+            dir: dir.to_path_buf(),
+            config,
+            layout,
+            shards,
+            entries,
+        };
+        ckpt.validate()?;
+        Ok(ckpt)
+    }
+
+    /// The file-level tensor a nari-named weight comes from, with the shape it must have.
+    fn locate(&self, nari: &str, shape: &[usize]) -> (String, Vec<usize>, Source) {
+        match self.layout {
+            Layout::Nari => (
+                nari.to_string(),
+                shape.to_vec(),
+                Source::Same(nari.to_string()),
+            ),
+            Layout::Transformers => {
+                let src = transformers_source(nari, shape, &self.config);
+                let (name, file_shape) = match &src {
+                    Source::Same(n) => (n.clone(), shape.to_vec()),
+                    Source::Transposed { name, shape } => (name.clone(), shape.to_vec()),
+                    Source::Rows { name, table, .. } => (name.clone(), table.to_vec()),
+                };
+                (name, file_shape, src)
+            }
+        }
+    }
+
+    fn check_entry(&self, name: &str, shape: &[usize]) -> Result<&Entry, CheckpointError> {
+        let e = self
+            .entries
+            .get(name)
+            .ok_or_else(|| CheckpointError::MissingTensor {
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                layout: self.layout,
+            })?;
+        if e.shape != shape {
+            return Err(CheckpointError::ShapeMismatch {
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found: e.shape.clone(),
+                layout: self.layout,
+            });
+        }
+        if !matches!(e.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+            return Err(CheckpointError::UnsupportedDtype {
+                name: name.to_string(),
+                dtype: format!("{:?}", e.dtype),
+            });
+        }
+        Ok(e)
+    }
+
+    /// Checks every weight the config implies, before anything is written.
+    pub fn validate(&self) -> Result<(), CheckpointError> {
+        for (nari, shape) in expected_tensors(&self.config) {
+            let (name, file_shape, _) = self.locate(&nari, &shape);
+            self.check_entry(&name, &file_shape)?;
+        }
+        Ok(())
+    }
+
+    fn read_entry(&self, name: &str, shape: &[usize]) -> Result<Tensor, CheckpointError> {
+        let e = self.check_entry(name, shape)?;
+        let bytes = &self.shards[e.shard].1[e.start..e.end];
+        let dtype = match e.dtype {
+            Dtype::F32 => SourceDType::F32,
+            Dtype::F16 => SourceDType::F16,
+            _ => SourceDType::BF16,
+        };
+        Ok(Tensor::new(e.shape.clone(), decode_to_f32(bytes, dtype)))
+    }
+
+    /// A weight by its nari name, decoded to float32 and laid out in the nari shape `shape`.
+    pub fn get(&self, nari: &str, shape: &[usize]) -> Result<Tensor, CheckpointError> {
+        let (name, file_shape, src) = self.locate(nari, shape);
+        let t = self.read_entry(&name, &file_shape)?;
+        Ok(match src {
+            Source::Same(_) => t,
+            Source::Transposed { .. } => t.transpose2().reshape(shape.to_vec()),
+            Source::Rows { table, start, .. } => {
+                let cols = table[1];
+                let rows = shape[0];
+                Tensor::new(
+                    shape.to_vec(),
+                    t.data[start * cols..(start + rows) * cols].to_vec(),
+                )
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> DiaConfig {
+        let text = r#"{"encoder_config":{"hidden_size":8,"intermediate_size":12,"num_hidden_layers":1,
+          "num_attention_heads":2,"num_key_value_heads":2,"head_dim":4,"max_position_embeddings":16,"vocab_size":256},
+          "decoder_config":{"hidden_size":6,"intermediate_size":10,"num_hidden_layers":1,"num_attention_heads":4,
+          "num_key_value_heads":2,"head_dim":4,"cross_num_attention_heads":2,"cross_num_key_value_heads":2,
+          "cross_head_dim":4,"cross_hidden_size":8,"max_position_embeddings":32,"vocab_size":1028,"num_channels":9}}"#;
+        DiaConfig::from_json_str(text, "t").unwrap()
+    }
+
+    /// Each nari weight maps to one transformers tensor of the documented name and shape.
+    #[test]
+    fn transformers_names_and_shapes_per_tensor() {
+        let cfg = tiny();
+        let expect = |nari: &str| {
+            let shape = expected_tensors(&cfg)
+                .into_iter()
+                .find(|(n, _)| n == nari)
+                .unwrap()
+                .1;
+            match transformers_source(nari, &shape, &cfg) {
+                Source::Same(n) => (n, shape),
+                Source::Transposed { name, shape } => (name, shape.to_vec()),
+                Source::Rows { name, table, start } => (format!("{name}@{start}"), table.to_vec()),
+            }
+        };
+        let cases: &[(&str, &str, &[usize])] = &[
+            (
+                "encoder.embedding.weight",
+                "model.encoder.embedding.weight",
+                &[256, 8],
+            ),
+            (
+                "encoder.layers.0.pre_sa_norm.weight",
+                "model.encoder.layers.0.pre_sa_norm.weight",
+                &[8],
+            ),
+            (
+                "encoder.layers.0.post_sa_norm.weight",
+                "model.encoder.layers.0.post_sa_norm.weight",
+                &[8],
+            ),
+            (
+                "encoder.layers.0.self_attention.q_proj.weight",
+                "model.encoder.layers.0.self_attention.q_proj.weight",
+                &[8, 8],
+            ),
+            (
+                "encoder.layers.0.self_attention.k_proj.weight",
+                "model.encoder.layers.0.self_attention.k_proj.weight",
+                &[8, 8],
+            ),
+            (
+                "encoder.layers.0.self_attention.v_proj.weight",
+                "model.encoder.layers.0.self_attention.v_proj.weight",
+                &[8, 8],
+            ),
+            (
+                "encoder.layers.0.self_attention.o_proj.weight",
+                "model.encoder.layers.0.self_attention.o_proj.weight",
+                &[8, 8],
+            ),
+            (
+                "encoder.layers.0.mlp.wi_fused.weight",
+                "model.encoder.layers.0.mlp.gate_up_proj.weight",
+                &[24, 8],
+            ),
+            (
+                "encoder.layers.0.mlp.wo.weight",
+                "model.encoder.layers.0.mlp.down_proj.weight",
+                &[8, 12],
+            ),
+            ("encoder.norm.weight", "model.encoder.norm.weight", &[8]),
+            (
+                "decoder.embeddings.0.weight",
+                "model.decoder.embeddings.embed.weight@0",
+                &[9 * 1028, 6],
+            ),
+            (
+                "decoder.embeddings.3.weight",
+                "model.decoder.embeddings.embed.weight@3084",
+                &[9 * 1028, 6],
+            ),
+            (
+                "decoder.layers.0.self_attention.q_proj.weight",
+                "model.decoder.layers.0.self_attention.q_proj.weight",
+                &[16, 6],
+            ),
+            (
+                "decoder.layers.0.self_attention.k_proj.weight",
+                "model.decoder.layers.0.self_attention.k_proj.weight",
+                &[8, 6],
+            ),
+            (
+                "decoder.layers.0.self_attention.v_proj.weight",
+                "model.decoder.layers.0.self_attention.v_proj.weight",
+                &[8, 6],
+            ),
+            (
+                "decoder.layers.0.self_attention.o_proj.weight",
+                "model.decoder.layers.0.self_attention.o_proj.weight",
+                &[6, 16],
+            ),
+            (
+                "decoder.layers.0.cross_attention.q_proj.weight",
+                "model.decoder.layers.0.cross_attention.q_proj.weight",
+                &[8, 6],
+            ),
+            (
+                "decoder.layers.0.cross_attention.k_proj.weight",
+                "model.decoder.layers.0.cross_attention.k_proj.weight",
+                &[8, 8],
+            ),
+            (
+                "decoder.layers.0.cross_attention.v_proj.weight",
+                "model.decoder.layers.0.cross_attention.v_proj.weight",
+                &[8, 8],
+            ),
+            (
+                "decoder.layers.0.cross_attention.o_proj.weight",
+                "model.decoder.layers.0.cross_attention.o_proj.weight",
+                &[6, 8],
+            ),
+            (
+                "decoder.layers.0.pre_sa_norm.weight",
+                "model.decoder.layers.0.pre_sa_norm.weight",
+                &[6],
+            ),
+            (
+                "decoder.layers.0.pre_ca_norm.weight",
+                "model.decoder.layers.0.pre_ca_norm.weight",
+                &[6],
+            ),
+            (
+                "decoder.layers.0.pre_mlp_norm.weight",
+                "model.decoder.layers.0.pre_mlp_norm.weight",
+                &[6],
+            ),
+            (
+                "decoder.layers.0.mlp.wi_fused.weight",
+                "model.decoder.layers.0.mlp.gate_up_proj.weight",
+                &[20, 6],
+            ),
+            (
+                "decoder.layers.0.mlp.wo.weight",
+                "model.decoder.layers.0.mlp.down_proj.weight",
+                &[6, 10],
+            ),
+            ("decoder.norm.weight", "model.decoder.norm.weight", &[6]),
+            (
+                "decoder.logits_dense.weight",
+                "logits_dense.weight",
+                &[9 * 1028, 6],
+            ),
+        ];
+        for (nari, hf, shape) in cases {
+            assert_eq!(expect(nari), (hf.to_string(), shape.to_vec()), "{nari}");
+        }
+        // Every expected tensor is covered by the cases above (per layer kind).
+        let kinds: std::collections::HashSet<String> = expected_tensors(&cfg)
+            .into_iter()
+            .map(|(n, _)| n.replace(|c: char| c.is_ascii_digit(), "#"))
+            .collect();
+        let covered: std::collections::HashSet<String> = cases
+            .iter()
+            .map(|(n, _, _)| n.replace(|c: char| c.is_ascii_digit(), "#"))
+            .collect();
+        assert!(
+            kinds.is_subset(&covered),
+            "{:?}",
+            kinds.difference(&covered)
+        );
+    }
+}

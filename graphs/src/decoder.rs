@@ -1,0 +1,188 @@
+//! `decoder_step.onnx`: one fixed-shape decoder step for the CFG pair.
+//!
+//! Inputs:
+//! - `tokens` int64 `[2, C]`: this step's token of every channel (same for both rows);
+//! - `step` int64 `[1]`: the position of this step (0-based);
+//! - `cross_mask` bool `[2, T]`: non-pad text positions (the encoder's `text_mask`);
+//! - per layer i: `self_k_{i}` `[2, KV, d, F]` and `self_v_{i}` `[2, KV, F, d]`, the
+//!   self-attention cache (K transposed) with slots `0..step` filled; `cross_k_{i}` and
+//!   `cross_v_{i}` as the encoder wrote them.
+//!
+//! Outputs: `logits` float32 `[2, C, V]`; per layer `new_k_{i}` `[2, KV, d, 1]` and
+//! `new_v_{i}` `[2, KV, 1, d]`: this step's key and value, which the runtime writes into slot
+//! `step` of its cache buffers. The graph never copies the cache: each step reads it in place
+//! and returns only the new row (a few KB per layer), see `attention::self_attention_step`.
+
+use dia_bundle::DiaConfig;
+
+use crate::attention::{cross_attention_step, self_attention_step, Heads};
+use crate::builder::{Builder, DType, Value};
+use crate::checkpoint::CheckpointError;
+use crate::encoder::{f32_bytes, PAIR};
+use crate::mlp::mlp;
+use crate::norm::rms_norm;
+use crate::rope;
+use crate::tensor::Tensor;
+use crate::weights::Weights;
+
+/// Per-step values shared by every layer.
+struct StepContext {
+    cache_keep: Value,
+    cross_keep: Value,
+    cos: Value,
+    sin: Value,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn decoder_layer(
+    b: &mut Builder,
+    w: &Weights,
+    cfg: &DiaConfig,
+    ctx: &StepContext,
+    x: &Value,
+    cache: (&Value, &Value),
+    cross: (&Value, &Value),
+) -> Result<(Value, Value, Value), CheckpointError> {
+    let d = &cfg.decoder_config;
+    let self_heads = Heads {
+        q: d.num_attention_heads,
+        kv: d.num_key_value_heads,
+        dim: d.head_dim,
+    };
+    let cross_heads = Heads {
+        q: d.cross_num_attention_heads,
+        kv: d.cross_num_key_value_heads,
+        dim: d.cross_head_dim,
+    };
+    let pre_sa = w.norm(b, "pre_sa_norm", d.hidden_size)?;
+    let pre_ca = w.norm(b, "pre_ca_norm", d.hidden_size)?;
+    let pre_mlp = w.norm(b, "pre_mlp_norm", d.hidden_size)?;
+
+    let h = rms_norm(b, &pre_sa, x, d.norm_eps);
+    let h = b.cast(&h, w.dtype);
+    let (sa, new_k, new_v) = self_attention_step(
+        b,
+        &w.pp("self_attention"),
+        &h,
+        cache.0,
+        cache.1,
+        &ctx.cache_keep,
+        &ctx.cos,
+        &ctx.sin,
+        self_heads,
+    )?;
+    let x = b.add(x, &sa);
+
+    let h = rms_norm(b, &pre_ca, &x, d.norm_eps);
+    let h = b.cast(&h, w.dtype);
+    let ca = cross_attention_step(
+        b,
+        &w.pp("cross_attention"),
+        &h,
+        cross.0,
+        cross.1,
+        &ctx.cross_keep,
+        cross_heads,
+    )?;
+    let x = b.add(&x, &ca);
+
+    let h = rms_norm(b, &pre_mlp, &x, d.norm_eps);
+    let h = b.cast(&h, w.dtype);
+    let m = mlp(b, &w.pp("mlp"), &h, d.hidden_size, d.intermediate_size)?;
+    Ok((b.add(&x, &m), new_k, new_v))
+}
+
+/// Builds the single-step decoder for texts of `text_len` tokens and a cache of `max_frames`.
+pub fn build_decoder_step(
+    b: &mut Builder,
+    w: &Weights,
+    cfg: &DiaConfig,
+    text_len: usize,
+    max_frames: usize,
+) -> Result<(), CheckpointError> {
+    let d = &cfg.decoder_config;
+    let (c, v, dim) = (d.num_channels, d.vocab_size, d.hidden_size);
+    let (t, f) = (text_len as i64, max_frames as i64);
+    let (kv, hd) = (d.num_key_value_heads as i64, d.head_dim as i64);
+    let (ckv, chd) = (d.cross_num_key_value_heads as i64, d.cross_head_dim as i64);
+
+    let tokens = b.input("tokens", DType::I64, &[PAIR, c as i64]);
+    let step = b.input("step", DType::I64, &[1]);
+    let cross_mask = b.input("cross_mask", DType::Bool, &[PAIR, t]);
+    let mut caches = Vec::new();
+    for i in 0..d.num_hidden_layers {
+        let k = b.input(&format!("self_k_{i}"), w.dtype, &[PAIR, kv, hd, f]);
+        let vv = b.input(&format!("self_v_{i}"), w.dtype, &[PAIR, kv, f, hd]);
+        let ck = b.input(&format!("cross_k_{i}"), w.dtype, &[PAIR, ckv, chd, t]);
+        let cv = b.input(&format!("cross_v_{i}"), w.dtype, &[PAIR, ckv, t, chd]);
+        caches.push((k, vv, ck, cv));
+    }
+
+    let dec = w.pp("decoder");
+    // The 9 channel tables as one [C·V, D] table: channel c's token id is offset by c·V, so one
+    // Gather and a sum replace nine lookups.
+    let mut table = Vec::with_capacity(c * v * dim);
+    for ch in 0..c {
+        table.extend(dec.tensor(&format!("embeddings.{ch}"), &[v, dim])?.data);
+    }
+    let table = dec.add(
+        b,
+        "embeddings",
+        &Tensor::new(vec![c * v, dim], table),
+        w.dtype,
+    );
+    let mut x = b.scoped("decoder.embeddings", |b| {
+        let offsets: Vec<i64> = (0..c as i64).map(|ch| ch * v as i64).collect();
+        let offsets = b.const_i64(&offsets, &[1, c as i64]);
+        let ids = b.add(&tokens, &offsets);
+        let e = b.gather(&table, &ids, 0); // [2, C, D]
+        b.reduce_sum(&e, &[1], true) // [2, 1, D]
+    });
+
+    let half = (d.head_dim / 2) as i64;
+    let (cos, sin) = rope::tables(max_frames, d.head_dim, d.rope_theta);
+    let cos_t = b.initializer("decoder.rope.cos", DType::F32, &[f, half], &f32_bytes(&cos));
+    let sin_t = b.initializer("decoder.rope.sin", DType::F32, &[f, half], &f32_bytes(&sin));
+    let ctx = b.scoped("decoder.step", |b| {
+        let cos = b.gather(&cos_t, &step, 0);
+        let cos = b.reshape(&cos, &[1, 1, half]);
+        let sin = b.gather(&sin_t, &step, 0);
+        let sin = b.reshape(&sin, &[1, 1, half]);
+        let slots: Vec<i64> = (0..f).collect();
+        let slots = b.const_i64(&slots, &[f]);
+        let cache_keep = b.less(&slots, &step); // slots before this step
+        let m = b.unsqueeze(&cross_mask, &[1, 2]); // [2,1,1,T]
+        StepContext {
+            cache_keep,
+            cross_keep: m,
+            cos,
+            sin,
+        }
+    });
+
+    let mut new_kv = Vec::new();
+    for (i, (k, vv, ck, cv)) in caches.iter().enumerate() {
+        let lw = dec.pp(format!("layers.{i}"));
+        let (nx, nk, nv) = b.scoped(lw.prefix(), |b| {
+            decoder_layer(b, &lw, cfg, &ctx, &x, (k, vv), (ck, cv))
+        })?;
+        x = nx;
+        new_kv.push((nk, nv));
+    }
+
+    let norm = dec.norm(b, "norm", dim)?;
+    let logits_w = dec.matrix(b, "logits_dense", &[dim, c, v], 1)?;
+    let logits = b.scoped("decoder.logits", |b| {
+        let h = rms_norm(b, &norm, &x, d.norm_eps);
+        let h = b.cast(&h, w.dtype);
+        let l = b.matmul(&h, &logits_w); // [2, 1, C·V]
+        let l = b.cast(&l, DType::F32);
+        b.reshape(&l, &[PAIR, c as i64, v as i64])
+    });
+    b.output(&logits, "logits");
+    for (i, (k, v)) in new_kv.iter().enumerate() {
+        b.output(k, &format!("new_k_{i}"));
+        b.output(v, &format!("new_v_{i}"));
+    }
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! `encoder.onnx`: text tokens and mask of the CFG pair -> encoder states, plus the
+//! cross-attention K and V of every decoder layer (computed once per utterance here, so the
+//! decoder step never recomputes them).
+//!
+//! Inputs: `text_tokens` int64 `[2, T]`, `text_mask` bool `[2, T]` (true on non-pad text; both
+//! rows carry the conditional text's mask, as the reference does).
+//! Outputs: `encoder_states` float32 `[2, T, E]`, and per decoder layer i `cross_k_{i}`
+//! `[2, KVc, d, T]` (transposed) and `cross_v_{i}` `[2, KVc, T, d]` in the bundle dtype.
+
+use dia_bundle::DiaConfig;
+
+use crate::attention::{cross_kv, self_attention_full, Heads};
+use crate::builder::{Builder, DType, Value};
+use crate::checkpoint::CheckpointError;
+use crate::mlp::mlp;
+use crate::norm::rms_norm;
+use crate::rope;
+use crate::weights::Weights;
+
+/// Rows of the CFG pair: unconditional, conditional.
+pub const PAIR: i64 = 2;
+
+fn encoder_layer(
+    b: &mut Builder,
+    w: &Weights,
+    cfg: &DiaConfig,
+    x: &Value,
+    keep: &Value,
+    cos: &Value,
+    sin: &Value,
+) -> Result<Value, CheckpointError> {
+    let e = &cfg.encoder_config;
+    let heads = Heads {
+        q: e.num_attention_heads,
+        kv: e.num_key_value_heads,
+        dim: e.head_dim,
+    };
+    let pre_sa = w.norm(b, "pre_sa_norm", e.hidden_size)?;
+    let post_sa = w.norm(b, "post_sa_norm", e.hidden_size)?;
+
+    let h = rms_norm(b, &pre_sa, x, e.norm_eps);
+    let h = b.cast(&h, w.dtype);
+    let sa = self_attention_full(b, &w.pp("self_attention"), &h, keep, cos, sin, heads)?;
+    let x = b.add(x, &sa);
+
+    let h = rms_norm(b, &post_sa, &x, e.norm_eps);
+    let h = b.cast(&h, w.dtype);
+    let m = mlp(b, &w.pp("mlp"), &h, e.hidden_size, e.intermediate_size)?;
+    Ok(b.add(&x, &m))
+}
+
+/// Builds the encoder graph for texts of `text_len` tokens.
+pub fn build_encoder(
+    b: &mut Builder,
+    w: &Weights,
+    cfg: &DiaConfig,
+    text_len: usize,
+) -> Result<(), CheckpointError> {
+    let e = &cfg.encoder_config;
+    let d = &cfg.decoder_config;
+    let t = text_len as i64;
+    let tokens = b.input("text_tokens", DType::I64, &[PAIR, t]);
+    let mask = b.input("text_mask", DType::Bool, &[PAIR, t]);
+
+    let enc = w.pp("encoder");
+    let emb = enc.tensor("embedding", &[e.vocab_size, e.hidden_size])?;
+    let emb = enc.add(b, "embedding", &emb, w.dtype);
+    let mut x = b.scoped("encoder.embedding", |b| b.gather(&emb, &tokens, 0));
+
+    // A query attends a key when both are text or both are padding.
+    let keep = b.scoped("encoder.mask", |b| {
+        let q = b.unsqueeze(&mask, &[2]);
+        let k = b.unsqueeze(&mask, &[1]);
+        let m = b.equal(&q, &k);
+        b.unsqueeze(&m, &[1])
+    });
+    let half = (e.head_dim / 2) as i64;
+    let (cos, sin) = rope::tables(text_len, e.head_dim, e.rope_theta);
+    let cos = b.initializer(
+        "encoder.rope.cos",
+        DType::F32,
+        &[t, 1, half],
+        &f32_bytes(&cos),
+    );
+    let sin = b.initializer(
+        "encoder.rope.sin",
+        DType::F32,
+        &[t, 1, half],
+        &f32_bytes(&sin),
+    );
+
+    for i in 0..e.num_hidden_layers {
+        let lw = enc.pp(format!("layers.{i}"));
+        x = b.scoped(lw.prefix(), |b| {
+            encoder_layer(b, &lw, cfg, &x, &keep, &cos, &sin)
+        })?;
+    }
+    let norm = enc.norm(b, "norm", e.hidden_size)?;
+    let states = b.scoped("encoder.norm", |b| rms_norm(b, &norm, &x, e.norm_eps));
+    b.output(&states, "encoder_states");
+    let states = b.cast(&states, w.dtype);
+
+    let heads = Heads {
+        q: d.cross_num_attention_heads,
+        kv: d.cross_num_key_value_heads,
+        dim: d.cross_head_dim,
+    };
+    for i in 0..d.num_hidden_layers {
+        let cw = w.pp(format!("decoder.layers.{i}.cross_attention"));
+        let (k, v) = cross_kv(b, &cw, &states, heads)?;
+        b.output(&k, &format!("cross_k_{i}"));
+        b.output(&v, &format!("cross_v_{i}"));
+    }
+    Ok(())
+}
+
+pub(crate) fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}

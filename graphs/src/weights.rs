@@ -1,0 +1,111 @@
+//! Puts checkpoint weights into a graph, addressed like candle's `VarBuilder`: a `Weights`
+//! carries a name prefix (`w.pp("layers.3")`) and the dtype the bundle stores matrices in.
+
+use crate::builder::{Builder, DType, Value};
+use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::tensor::{encode_f32, Tensor};
+
+#[derive(Clone)]
+pub struct Weights<'a> {
+    ckpt: &'a Checkpoint,
+    prefix: String,
+    /// Dtype of matrices and embeddings in the bundle; norm weights stay float32.
+    pub dtype: DType,
+}
+
+impl<'a> Weights<'a> {
+    pub fn new(ckpt: &'a Checkpoint, dtype: DType) -> Self {
+        Self {
+            ckpt,
+            prefix: String::new(),
+            dtype,
+        }
+    }
+
+    /// Descends into a sub-module: `w.pp("decoder").pp("layers.0")`.
+    pub fn pp(&self, name: impl AsRef<str>) -> Self {
+        Self {
+            ckpt: self.ckpt,
+            prefix: self.path(name.as_ref()),
+            dtype: self.dtype,
+        }
+    }
+
+    /// The module path this `Weights` stands for (`decoder.layers.0.mlp`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+
+    /// The checkpoint tensor `<prefix>.<name>.weight` in its nari shape, as float32.
+    pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor, CheckpointError> {
+        self.ckpt.get(&format!("{}.weight", self.path(name)), shape)
+    }
+
+    /// Adds `t` to the graph as an initializer named after this module.
+    pub fn add(&self, b: &mut Builder, name: &str, t: &Tensor, dtype: DType) -> Value {
+        b.initializer(
+            &self.path(name),
+            dtype,
+            &t.shape_i64(),
+            &encode_f32(&t.data, dtype),
+        )
+    }
+
+    /// An RMSNorm weight `[dim]`, kept in float32 as the reference keeps it.
+    pub fn norm(&self, b: &mut Builder, name: &str, dim: usize) -> Result<Value, CheckpointError> {
+        let t = self.tensor(name, &[dim])?;
+        Ok(self.add(b, name, &t, DType::F32))
+    }
+
+    /// A DenseGeneral kernel of nari shape `shape` whose first `n_in` dims are contracted,
+    /// as a `[in, out]` matrix: `y = x · W.reshape(in, out)`.
+    pub fn dense(
+        &self,
+        name: &str,
+        shape: &[usize],
+        n_in: usize,
+    ) -> Result<Tensor, CheckpointError> {
+        let t = self.tensor(name, shape)?;
+        let rows: usize = shape[..n_in].iter().product();
+        let cols: usize = shape[n_in..].iter().product();
+        Ok(t.reshape(vec![rows, cols]))
+    }
+
+    /// Several kernels over the same input fused column-wise into one `[in, sum(out)]` matrix
+    /// (one MatMul instead of several), added under `fused_name`.
+    pub fn fused_dense(
+        &self,
+        b: &mut Builder,
+        fused_name: &str,
+        parts: &[(&str, &[usize])],
+    ) -> Result<Value, CheckpointError> {
+        let mats = parts
+            .iter()
+            .map(|(n, s)| self.dense(n, s, 1))
+            .collect::<Result<Vec<_>, _>>()?;
+        let refs: Vec<&Tensor> = mats.iter().collect();
+        let fused = Tensor::hcat(&refs);
+        drop(mats);
+        Ok(self.add(b, fused_name, &fused, self.dtype))
+    }
+
+    /// One kernel as a `[in, out]` matrix in the bundle's dtype.
+    pub fn matrix(
+        &self,
+        b: &mut Builder,
+        name: &str,
+        shape: &[usize],
+        n_in: usize,
+    ) -> Result<Value, CheckpointError> {
+        let m = self.dense(name, shape, n_in)?;
+        Ok(self.add(b, name, &m, self.dtype))
+    }
+}

@@ -1,0 +1,38 @@
+//! Errors of the runtime library.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(
+        "ONNX Runtime library not found (looked in: {searched}). Run scripts/setup-onnxruntime.sh \
+         from the repository root, or set ORT_DYLIB_PATH to a libonnxruntime shared library \
+         (version 1.31 or newer, e.g. from the `onnxruntime` wheel on PyPI)"
+    )]
+    OrtMissing { searched: String },
+    #[error("loading ONNX Runtime from {path}: {detail}")]
+    OrtLoad { path: PathBuf, detail: String },
+    #[error("ONNX Runtime: {0}")]
+    Ort(#[from] ort::Error),
+    #[error(transparent)]
+    Bundle(#[from] dia_bundle::BundleError),
+    #[error("{path}: missing from the bundle ({what}); re-export it with dia-export")]
+    MissingFile { path: PathBuf, what: String },
+    #[error("bundle graph `{graph}` has no {kind} `{name}` as the manifest promises")]
+    GraphMismatch {
+        graph: String,
+        kind: &'static str,
+        name: String,
+    },
+    #[error("the text is empty: give dia-run something to say, e.g. \"[S1] Hello.\"")]
+    EmptyText,
+    #[error("the text is {tokens} tokens (bytes) long but the bundle's encoder takes at most {max}; shorten it or split it into several runs")]
+    TextTooLong { tokens: usize, max: usize },
+    #[error("{0}")]
+    InvalidOption(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}

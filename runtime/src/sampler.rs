@@ -1,0 +1,263 @@
+//! Turning the CFG pair's logits into the next frame's tokens, as nari-labs `_decoder_step`
+//! and `_sample_next_token` do:
+//!
+//! 1. `cfg = cond + scale · (cond − uncond)`;
+//! 2. keep the top-k (`cfg_filter_top_k`) indices of `cfg`, taking the *conditional* logits
+//!    there (others −inf);
+//! 3. tokens above EOS are −inf on every channel, EOS and above on channels 1..;
+//! 4. temperature 0: argmax. Otherwise divide by temperature; EOS is masked unless it is the
+//!    top logit, and then everything below EOS is; top-k again; top-p; softmax; draw.
+//!
+//! All buffers are allocated once per generation; a step allocates nothing.
+
+use rand::Rng;
+
+#[derive(Clone, Copy, Debug)]
+pub struct SamplingParams {
+    pub cfg_scale: f32,
+    pub cfg_filter_top_k: usize,
+    pub temperature: f32,
+    pub top_p: f32,
+}
+
+pub struct Sampler {
+    channels: usize,
+    vocab: usize,
+    eos: usize,
+    logits: Vec<f32>,
+    scratch: Vec<f32>,
+    order: Vec<u32>,
+}
+
+/// Indices of the `k` largest values of `v` end up in `order[..k]` (in no particular order).
+fn top_k_indices(v: &[f32], k: usize, order: &mut Vec<u32>) {
+    order.clear();
+    order.extend(0..v.len() as u32);
+    if k < v.len() {
+        // Descending by value; NaN sorts last.
+        order.select_nth_unstable_by(k, |&a, &b| {
+            v[b as usize]
+                .partial_cmp(&v[a as usize])
+                .unwrap_or(std::cmp::Ordering::Less)
+        });
+    }
+}
+
+/// First index of the maximum (torch.argmax picks the first on ties).
+pub fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+impl Sampler {
+    pub fn new(channels: usize, vocab: usize, eos: usize) -> Self {
+        Self {
+            channels,
+            vocab,
+            eos,
+            logits: vec![0.0; channels * vocab],
+            scratch: vec![0.0; vocab],
+            order: Vec::with_capacity(vocab),
+        }
+    }
+
+    /// The filtered logits of the last `sample` call, `[channels, vocab]` (for tests).
+    pub fn filtered_logits(&self) -> &[f32] {
+        &self.logits
+    }
+
+    /// `pair` is the decoder output `[2, C, V]` (row 0 unconditional, row 1 conditional).
+    /// Writes one token per channel into `out`.
+    pub fn sample(
+        &mut self,
+        pair: &[f32],
+        p: &SamplingParams,
+        rng: &mut impl Rng,
+        out: &mut [i64],
+    ) {
+        let (c, v, eos) = (self.channels, self.vocab, self.eos);
+        let (uncond, cond) = pair.split_at(c * v);
+        for ch in 0..c {
+            let u = &uncond[ch * v..(ch + 1) * v];
+            let k = &cond[ch * v..(ch + 1) * v];
+            for i in 0..v {
+                self.scratch[i] = k[i] + p.cfg_scale * (k[i] - u[i]);
+            }
+            top_k_indices(&self.scratch, p.cfg_filter_top_k, &mut self.order);
+            let row = &mut self.logits[ch * v..(ch + 1) * v];
+            row.fill(f32::NEG_INFINITY);
+            for &i in &self.order[..p.cfg_filter_top_k.min(v)] {
+                row[i as usize] = k[i as usize];
+            }
+            let first_masked = if ch == 0 { eos + 1 } else { eos };
+            row[first_masked.min(v)..].fill(f32::NEG_INFINITY);
+        }
+        for (ch, o) in out.iter_mut().enumerate().take(c) {
+            *o = self.sample_row(ch, p, rng) as i64;
+        }
+    }
+
+    fn sample_row(&mut self, ch: usize, p: &SamplingParams, rng: &mut impl Rng) -> usize {
+        let (v, eos) = (self.vocab, self.eos);
+        let row = &mut self.logits[ch * v..(ch + 1) * v];
+        if p.temperature == 0.0 {
+            return argmax(row);
+        }
+        for x in row.iter_mut() {
+            *x /= p.temperature;
+        }
+        if eos < v {
+            if argmax(row) != eos {
+                row[eos] = f32::NEG_INFINITY;
+            } else {
+                row[..eos].fill(f32::NEG_INFINITY);
+            }
+        }
+        // top-k again, on the tempered logits.
+        let k = p.cfg_filter_top_k.min(v);
+        top_k_indices(row, k, &mut self.order);
+        self.scratch.fill(f32::NEG_INFINITY);
+        for &i in &self.order[..k] {
+            self.scratch[i as usize] = row[i as usize];
+        }
+        row.copy_from_slice(&self.scratch);
+        // Softmax (probabilities into scratch).
+        let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0f32;
+        for (s, &x) in self.scratch.iter_mut().zip(row.iter()) {
+            *s = (x - max).exp();
+            sum += *s;
+        }
+        for s in self.scratch.iter_mut() {
+            *s /= sum;
+        }
+        if p.top_p < 1.0 {
+            // Sort by probability, keep the smallest prefix whose cumulative probability
+            // passes top_p (the first always kept), as the reference's shifted mask does.
+            self.order.clear();
+            self.order.extend(0..v as u32);
+            let probs = &self.scratch;
+            self.order.sort_by(|&a, &b| {
+                probs[b as usize]
+                    .partial_cmp(&probs[a as usize])
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            });
+            let mut cum = 0.0f32;
+            let mut cut = v;
+            for (rank, &i) in self.order.iter().enumerate() {
+                if rank > 0 && cum > p.top_p {
+                    cut = rank;
+                    break;
+                }
+                cum += probs[i as usize];
+            }
+            for &i in &self.order[cut..] {
+                row[i as usize] = f32::NEG_INFINITY;
+            }
+            let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0f32;
+            for (s, &x) in self.scratch.iter_mut().zip(row.iter()) {
+                *s = (x - max).exp();
+                sum += *s;
+            }
+            for s in self.scratch.iter_mut() {
+                *s /= sum;
+            }
+        }
+        let r: f32 = rng.gen::<f32>();
+        let mut acc = 0.0f32;
+        let mut last = 0;
+        for (i, &pr) in self.scratch.iter().enumerate() {
+            if pr > 0.0 {
+                acc += pr;
+                last = i;
+                if r < acc {
+                    return i;
+                }
+            }
+        }
+        last
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn params(t: f32) -> SamplingParams {
+        SamplingParams {
+            cfg_scale: 3.0,
+            cfg_filter_top_k: 2,
+            temperature: t,
+            top_p: 0.95,
+        }
+    }
+
+    #[test]
+    fn greedy_takes_conditional_logit_inside_cfg_top_k() {
+        // V = 6, EOS = 4. Channel 0 cond favours 0 but CFG's top-2 is {1, 2}.
+        let (c, v) = (2, 6);
+        let mut pair = vec![0f32; 2 * c * v];
+        let uncond = [6.0, -1.0, -1.0, 0.0, 0.0, 0.0];
+        let cond = [5.0, 1.0, 2.0, 0.0, 0.0, 0.0];
+        pair[..v].copy_from_slice(&uncond);
+        pair[c * v..c * v + v].copy_from_slice(&cond);
+        // Channel 1: EOS (4) and above are masked even if CFG loves them.
+        pair[c * v + v..].copy_from_slice(&[0.0, 0.5, 0.0, 0.0, 9.0, 0.0]);
+        let mut s = Sampler::new(c, v, 4);
+        let mut out = [0i64; 2];
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        s.sample(&pair, &params(0.0), &mut rng, &mut out);
+        assert_eq!(out, [2, 1]);
+        let row0 = &s.filtered_logits()[..v];
+        assert_eq!(row0[0], f32::NEG_INFINITY);
+        assert_eq!(row0[1], 1.0);
+    }
+
+    #[test]
+    fn eos_on_channel_zero_survives_greedy_but_pad_does_not() {
+        let (c, v) = (1, 6);
+        let mut pair = vec![0f32; 2 * v];
+        pair[v..].copy_from_slice(&[0.0, 0.0, 0.0, 0.0, 3.0, 9.0]);
+        let mut s = Sampler::new(c, v, 4);
+        let mut out = [0i64; 1];
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        s.sample(&pair, &params(0.0), &mut rng, &mut out);
+        assert_eq!(out, [4]);
+    }
+
+    #[test]
+    fn sampling_is_seeded_and_stays_in_the_filtered_set() {
+        let (c, v) = (1, 8);
+        let mut pair = vec![0f32; 2 * v];
+        pair[v..].copy_from_slice(&[1.0, 1.1, 0.9, 0.0, -5.0, 0.0, 0.0, 0.0]);
+        let p = SamplingParams {
+            cfg_filter_top_k: 3,
+            ..params(1.0)
+        };
+        let draw = |seed| {
+            let mut s = Sampler::new(c, v, 4);
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let mut seen = vec![];
+            for _ in 0..50 {
+                let mut out = [0i64; 1];
+                s.sample(&pair, &p, &mut rng, &mut out);
+                seen.push(out[0]);
+            }
+            seen
+        };
+        let a = draw(7);
+        assert_eq!(a, draw(7));
+        assert!(a.iter().all(|t| [0, 1, 2].contains(t)), "{a:?}");
+        assert!(
+            a.iter().any(|&t| t != a[0]),
+            "temperature 1 should vary: {a:?}"
+        );
+    }
+}
