@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every check of the project on this machine: formatting, lints, unit and end-to-end
+# tests (parity against the committed reference fixtures), and the Python ONNX checks of an
+# exported bundle. Works on a fresh clone: it fetches what it needs first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup-onnxruntime.sh
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo build --workspace --bins --locked
+cargo test --workspace --locked
+
+# Python's ONNX tools must accept the bundles too (onnx.checker, onnxruntime sessions).
+venv=.venv-check
+if [[ ! -x "$venv/bin/python" ]]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet -r scripts/requirements-check.txt
+fi
+bundle=build/check-bundle
+./target/debug/dia-export tests/fixtures/tiny-nari --out "$bundle" > /dev/null
+"$venv/bin/python" scripts/check_bundle.py "$bundle"
+./target/debug/dia-export tests/fixtures/tiny-hf --out "$bundle" --dtype f16 > /dev/null
+"$venv/bin/python" scripts/check_bundle.py "$bundle"
+echo "all checks passed"

@@ -1,0 +1,179 @@
+//! Bad checkpoints and bad arguments give specific errors, a non-zero exit and nothing written.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use dia_export::{export, ExportOptions};
+use dia_graphs::DType;
+use dia_tests::{bundle, fixtures, run, scratch, stderr};
+use safetensors::tensor::TensorView;
+use safetensors::SafeTensors;
+
+/// A copy of a fixture checkpoint whose tensors pass through `edit` (name, shape, bytes).
+fn edited(layout: &str, tag: &str, edit: impl Fn(&str, Vec<usize>, &[u8]) -> Option<(Vec<usize>, Vec<u8>)>) -> PathBuf {
+    let src = fixtures().join(layout);
+    let dir = scratch().join(format!("bad-{layout}-{tag}"));
+    fs::create_dir_all(&dir).unwrap();
+    fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
+    let bytes = fs::read(src.join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut kept: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, view) in st.tensors() {
+        if let Some((shape, data)) = edit(&name, view.shape().to_vec(), view.data()) {
+            kept.push((name, view.dtype(), shape, data));
+        }
+    }
+    let views: Vec<(String, TensorView)> = kept
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    let out = safetensors::serialize(views, &None).unwrap();
+    fs::write(dir.join("model.safetensors"), out).unwrap();
+    dir
+}
+
+fn export_err(ckpt: &Path) -> String {
+    let out = scratch().join(format!("out-{}", ckpt.file_name().unwrap().to_string_lossy()));
+    let err = export(&ExportOptions {
+        checkpoint: ckpt.to_path_buf(),
+        out: out.clone(),
+        dtype: DType::F32,
+        max_text_len: None,
+        max_frames: None,
+    })
+    .expect_err("export of a bad checkpoint must fail")
+    .to_string();
+    assert!(!out.exists(), "a failed export left {}", out.display());
+    let leftovers: Vec<_> = fs::read_dir(out.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".partial-"))
+        .collect();
+    assert!(leftovers.is_empty(), "partial bundle left behind: {leftovers:?}");
+    err
+}
+
+#[test]
+fn missing_tensor_is_named_with_its_shape() {
+    let dir = edited("tiny-nari", "missing", |n, s, b| {
+        (n != "decoder.layers.1.mlp.wo.weight").then(|| (s, b.to_vec()))
+    });
+    let err = export_err(&dir);
+    assert!(err.contains("`decoder.layers.1.mlp.wo.weight` is missing"), "{err}");
+    assert!(err.contains("[64, 32]"), "{err}");
+
+    let dir = edited("tiny-hf", "missing", |n, s, b| {
+        (n != "model.decoder.embeddings.embed.weight").then(|| (s, b.to_vec()))
+    });
+    let err = export_err(&dir);
+    assert!(err.contains("`model.decoder.embeddings.embed.weight` is missing"), "{err}");
+    assert!(err.contains("transformers layout"), "{err}");
+}
+
+#[test]
+fn wrong_shape_names_tensor_and_both_shapes() {
+    let dir = edited("tiny-nari", "shape", |n, s, b| {
+        if n == "encoder.layers.0.self_attention.k_proj.weight" {
+            // [32, 4, 16] -> [32, 2, 32]: same bytes, wrong shape.
+            Some((vec![s[0], 2, 32], b.to_vec()))
+        } else {
+            Some((s, b.to_vec()))
+        }
+    });
+    let err = export_err(&dir);
+    assert!(err.contains("`encoder.layers.0.self_attention.k_proj.weight`"), "{err}");
+    assert!(err.contains("[32, 2, 32]") && err.contains("[32, 4, 16]"), "{err}");
+}
+
+#[test]
+fn truncated_safetensors_is_reported() {
+    let dir = scratch().join("bad-truncated");
+    fs::create_dir_all(&dir).unwrap();
+    let src = fixtures().join("tiny-nari");
+    fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
+    let bytes = fs::read(src.join("model.safetensors")).unwrap();
+    fs::write(dir.join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    let err = export_err(&dir);
+    assert!(err.contains("model.safetensors") && err.contains("truncated"), "{err}");
+}
+
+#[test]
+fn missing_config_is_reported() {
+    let dir = scratch().join("bad-noconfig");
+    fs::create_dir_all(&dir).unwrap();
+    fs::copy(
+        fixtures().join("tiny-nari").join("model.safetensors"),
+        dir.join("model.safetensors"),
+    )
+    .unwrap();
+    let err = export_err(&dir);
+    assert!(err.contains("no config.json"), "{err}");
+}
+
+#[test]
+fn cli_reports_bad_checkpoint_with_nonzero_exit() {
+    let dir = scratch().join("bad-cli-noconfig");
+    fs::create_dir_all(&dir).unwrap();
+    let out = scratch().join("cli-out");
+    let o = run(
+        "dia-export",
+        &[dir.to_str().unwrap(), "--out", out.to_str().unwrap()],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no config.json"), "{}", stderr(&o));
+    assert!(!out.exists());
+}
+
+#[test]
+fn run_rejects_empty_and_too_long_text() {
+    let b = bundle("tiny-nari");
+    let codes = scratch().join("never.npy");
+    let o = run(
+        "dia-run",
+        &["--bundle", b.to_str().unwrap(), "--text", "  ", "--save-codes", codes.to_str().unwrap()],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("text is empty"), "{}", stderr(&o));
+    let long = "[S1] ".to_string() + &"a".repeat(100);
+    let o = run(
+        "dia-run",
+        &["--bundle", b.to_str().unwrap(), "--text", &long, "--save-codes", codes.to_str().unwrap()],
+    );
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("102 tokens") && e.contains("at most 64"), "{e}");
+    assert!(!codes.exists(), "nothing may be written on error");
+}
+
+#[test]
+fn run_rejects_missing_bundle_and_format_mismatch() {
+    let missing = scratch().join("no-such-bundle");
+    let o = run("dia-run", &["--bundle", missing.to_str().unwrap(), "--text", "[S1] Hi."]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no-such-bundle"), "{}", stderr(&o));
+
+    let b = scratch().join("old-format");
+    fs::create_dir_all(&b).unwrap();
+    let src = bundle("tiny-nari");
+    for e in fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), b.join(e.file_name())).unwrap();
+    }
+    let m = fs::read_to_string(b.join("manifest.json")).unwrap();
+    fs::write(
+        b.join("manifest.json"),
+        m.replacen("\"format_version\": 1", "\"format_version\": 99", 1),
+    )
+    .unwrap();
+    let o = run("dia-run", &["--bundle", b.to_str().unwrap(), "--text", "[S1] Hi."]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("format version 99") && e.contains("re-export"), "{e}");
+
+    fs::remove_file(b.join("decoder_step.weights")).unwrap();
+    fs::write(b.join("manifest.json"), m).unwrap();
+    let o = run("dia-run", &["--bundle", b.to_str().unwrap(), "--text", "[S1] Hi."]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("decoder_step.weights") && e.contains("missing"), "{e}");
+}
