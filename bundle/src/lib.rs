@@ -277,6 +277,25 @@ impl GraphSpec {
 pub struct Graphs {
     pub encoder: GraphSpec,
     pub decoder_step: GraphSpec,
+    /// DAC codes `[1, n_codebooks, frames]` -> waveform `[1, 1, samples]` (`dia-export --dac`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dac_decoder: Option<GraphSpec>,
+    /// Waveform `[1, 1, samples]` at the DAC's rate -> codes `[1, n_codebooks, frames]`, for
+    /// voice prompts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dac_encoder: Option<GraphSpec>,
+}
+
+/// The audio codec the bundle decodes with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DacInfo {
+    pub sample_rate: u32,
+    /// Waveform samples per code frame (512 for the 44.1 kHz DAC).
+    pub hop_length: usize,
+    pub n_codebooks: usize,
+    pub codebook_size: usize,
+    /// Checkpoint layout the codec was exported from (`transformers` or `descript`).
+    pub source_layout: String,
 }
 
 /// `manifest.json`: everything a runtime needs to drive the graphs.
@@ -294,6 +313,9 @@ pub struct Manifest {
     /// Checkpoint layout the bundle was exported from (`nari` or `transformers`).
     pub source_layout: String,
     pub graphs: Graphs,
+    /// Present when the bundle carries the DAC graphs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dac: Option<DacInfo>,
 }
 
 impl Manifest {

@@ -188,7 +188,10 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
             graphs: Graphs {
                 encoder: enc,
                 decoder_step: dec,
+                dac_decoder: None,
+                dac_encoder: None,
             },
+            dac: None,
         };
         let path = tmp.join(MANIFEST_FILE);
         let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
