@@ -30,6 +30,10 @@ pub enum RuntimeError {
     TextTooLong { tokens: usize, max: usize },
     #[error("{0}")]
     InvalidOption(String),
+    #[error("the bundle {bundle} has no DAC codec, so it cannot {what}: re-export it with `dia-export CHECKPOINT --out BUNDLE --dac DAC_DIR`, DAC_DIR holding the 44.1 kHz DAC (config.json + model.safetensors, e.g. the Hub's descript/dac_44khz)")]
+    NoCodec { bundle: PathBuf, what: String },
+    #[error("{path}: {msg}")]
+    BadAudio { path: PathBuf, msg: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -25,6 +25,9 @@ pub struct GenerateOptions {
     pub cfg_filter_top_k: usize,
     /// Seed of the sampler's RNG (same seed, same tokens); random when `None`.
     pub seed: Option<u64>,
+    /// Codes `[frames, C]` of a voice prompt (its transcript goes at the start of the text),
+    /// prefilled into the decoder as the reference's `audio_prompt`.
+    pub audio_prompt: Option<Frames>,
 }
 
 impl Default for GenerateOptions {
@@ -36,6 +39,7 @@ impl Default for GenerateOptions {
             top_p: 0.95,
             cfg_filter_top_k: 45,
             seed: None,
+            audio_prompt: None,
         }
     }
 }
@@ -121,10 +125,34 @@ impl DiaModel {
         let (eos, pad) = (cfg.eos_token_id, cfg.pad_token_id);
 
         // Generated (delayed) frames; -1 marks slots the model is still to write.
-        let prefill = delayed_prefill(None, delay, cfg.bos_token_id);
-        let prefill_steps = 1; // BOS frame (a voice prompt would add its frames)
+        let prompt = opts.audio_prompt.as_ref();
+        if let Some(p) = prompt {
+            if p.channels != c {
+                return Err(RuntimeError::InvalidOption(format!(
+                    "the voice prompt has {} codebooks but the model {c}",
+                    p.channels
+                )));
+            }
+        }
+        let prefill = delayed_prefill(prompt, delay, cfg.bos_token_id);
+        // BOS frame plus the prompt's frames.
+        let prefill_steps = 1 + prompt.map_or(0, |p| p.len());
+        if prefill_steps >= max_tokens {
+            return Err(RuntimeError::InvalidOption(format!(
+                "the voice prompt is {} frames, which leaves no room in --max-tokens {max_tokens}",
+                prefill_steps - 1
+            )));
+        }
         let mut frames = Frames::new(max_tokens + max_delay + 1, c);
         frames.data[..prefill.data.len()].copy_from_slice(&prefill.data);
+        // Prefill: the prompt frames go through the decoder to fill the cache; their logits
+        // are not needed (the reference runs them as one causal pass; a step at a time is the
+        // same computation).
+        let mut input = vec![0i64; c];
+        for t in 0..prefill_steps - 1 {
+            input.copy_from_slice(frames.row(t));
+            utt.step(&input, t)?;
+        }
 
         let params = SamplingParams {
             cfg_scale: opts.cfg_scale,
@@ -138,7 +166,6 @@ impl DiaModel {
             None => ChaCha8Rng::from_entropy(),
         };
         let mut pred = vec![0i64; c];
-        let mut input = vec![0i64; c];
 
         let mut dec_step = prefill_steps - 1;
         let mut eos_detected = false;

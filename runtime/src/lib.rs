@@ -6,6 +6,7 @@
 //! CFG, filtering and sampling; [`kv_cache`] and [`decoder`] hold an utterance's state;
 //! [`generate`] is the loop.
 
+pub mod audio;
 pub mod decoder;
 pub mod delay;
 pub mod error;
@@ -14,9 +15,11 @@ pub mod kv_cache;
 pub mod model;
 pub mod npy;
 pub mod onnxruntime;
+pub mod providers;
 pub mod sampler;
 pub mod tokenizer;
 
 pub use error::RuntimeError;
 pub use generate::{GenerateOptions, Generation, Progress};
 pub use model::{DiaModel, ModelOptions};
+pub use providers::ExecutionProvider;

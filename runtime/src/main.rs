@@ -1,14 +1,19 @@
-//! `dia-run --bundle DIR --text "..." [--max-tokens N] [--cfg-scale S] [--cfg-filter-top-k K]
-//! [--temperature T] [--top-p P] [--seed N] [--save-codes codes.npy]`
+//! `dia-run`: text in, WAV (and/or codes) out.
+//!
+//! `dia-run --bundle DIR --text "..." [--out speech.wav] [--save-codes codes.npy]
+//!  [--max-tokens N] [--cfg-scale S] [--cfg-filter-top-k K] [--temperature T] [--top-p P]
+//!  [--seed N] [--prompt-audio voice.wav --prompt-text "..."] [--ep auto|cpu|cuda|coreml]`
 
 use std::path::PathBuf;
+use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
-use dia_run::{DiaModel, GenerateOptions, ModelOptions};
+use dia_run::audio::{read_wav_mono, resample, write_wav, WavFormat};
+use dia_run::{DiaModel, ExecutionProvider, GenerateOptions, ModelOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// Generate speech codes with a Dia ONNX bundle.
+/// Generate speech with a Dia ONNX bundle.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
@@ -21,6 +26,21 @@ struct Args {
     /// Read the script from a UTF-8 text file instead.
     #[arg(long)]
     text_file: Option<PathBuf>,
+    /// WAV file to write (44.1 kHz mono; needs a bundle exported with --dac).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Write 32-bit float samples instead of 16-bit PCM.
+    #[arg(long)]
+    float: bool,
+    /// Also write the delay-reverted codes [frames, 9] as int64 .npy.
+    #[arg(long)]
+    save_codes: Option<PathBuf>,
+    /// Voice prompt: a WAV file (any rate, mixed down to mono) whose voice to continue.
+    #[arg(long, requires = "prompt_text")]
+    prompt_audio: Option<PathBuf>,
+    /// Transcript of the voice prompt, e.g. "[S1] What the prompt says."
+    #[arg(long, requires = "prompt_audio")]
+    prompt_text: Option<String>,
     /// Most decoder steps (frames, 86 per second); default: the bundle's maximum.
     #[arg(long)]
     max_tokens: Option<usize>,
@@ -39,15 +59,60 @@ struct Args {
     /// Seed for sampling: the same seed gives the same audio on the same machine.
     #[arg(long)]
     seed: Option<u64>,
-    /// Write the delay-reverted codes [frames, 9] as int64 .npy.
-    #[arg(long)]
-    save_codes: Option<PathBuf>,
+    /// Execution provider: auto (CoreML on macOS, CUDA where it loads, else CPU), cpu, cuda, coreml.
+    #[arg(long, default_value = "auto")]
+    ep: ExecutionProvider,
     /// Intra-op threads for ONNX Runtime (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// No progress bar.
+    /// No progress bar and no summary line.
     #[arg(long)]
     quiet: bool,
+    /// Print the summary as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn read_text(args: &Args) -> Result<String> {
+    match (&args.text, &args.text_file) {
+        (Some(t), _) => Ok(t.clone()),
+        (None, Some(p)) => {
+            let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            String::from_utf8(bytes).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: not UTF-8 text (invalid byte at offset {})",
+                    p.display(),
+                    e.utf8_error().valid_up_to()
+                )
+            })
+        }
+        (None, None) => bail!("give the script with --text \"...\" or --text-file FILE"),
+    }
+}
+
+/// Fails early, before any work, if `path` cannot be written.
+fn check_writable(path: &std::path::Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        bail!(
+            "cannot write {}: directory {} does not exist",
+            path.display(),
+            dir.display()
+        );
+    }
+    let probe = dir.join(format!(".dia-run-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"").with_context(|| {
+        format!(
+            "cannot write {}: directory {} is not writable",
+            path.display(),
+            dir.display()
+        )
+    })?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
 }
 
 fn main() -> Result<()> {
@@ -58,26 +123,45 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let text = match (&args.text, &args.text_file) {
-        (Some(t), _) => t.clone(),
-        (None, Some(p)) => {
-            let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-            String::from_utf8(bytes).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}: not UTF-8 text (invalid byte at offset {})",
-                    p.display(),
-                    e.utf8_error().valid_up_to()
-                )
-            })?
-        }
-        (None, None) => anyhow::bail!("give the script with --text \"...\" or --text-file FILE"),
-    };
+    let start = Instant::now();
+    let mut text = read_text(&args)?;
+    if args.out.is_none() && args.save_codes.is_none() {
+        bail!("nothing to write: give --out speech.wav and/or --save-codes codes.npy");
+    }
+    for p in args.out.iter().chain(args.save_codes.iter()) {
+        check_writable(p)?;
+    }
+
     let model = DiaModel::load(
         &args.bundle,
         &ModelOptions {
             threads: args.threads,
+            provider: args.ep,
         },
     )?;
+    for w in model.warnings() {
+        eprintln!("warning: {w}");
+    }
+    if args.out.is_some() {
+        // Before spending time on generation.
+        model.require_codec("write audio")?;
+    }
+
+    let mut audio_prompt = None;
+    if let (Some(wav), Some(prompt_text)) = (&args.prompt_audio, &args.prompt_text) {
+        let rate = model
+            .manifest()
+            .dac
+            .as_ref()
+            .map(|d| d.sample_rate)
+            .unwrap_or(44100);
+        let (samples, sr) = read_wav_mono(wav)?;
+        let samples = resample(&samples, sr, rate)?;
+        audio_prompt = Some(model.encode_audio(&samples)?);
+        // As in the reference's voice cloning: the transcript comes first.
+        text = format!("{prompt_text}{text}");
+    }
+
     let opts = GenerateOptions {
         max_tokens: args.max_tokens,
         cfg_scale: args.cfg_scale,
@@ -85,9 +169,13 @@ fn main() -> Result<()> {
         top_p: args.top_p,
         cfg_filter_top_k: args.cfg_filter_top_k,
         seed: args.seed,
+        audio_prompt,
     };
+    let frame_rate = model.manifest().dac.as_ref().map_or(44100.0 / 512.0, |d| {
+        d.sample_rate as f64 / d.hop_length as f64
+    });
     let max = opts.max_tokens.unwrap_or(model.manifest().max_frames);
-    let bar = if args.quiet {
+    let bar = if args.quiet || args.json {
         ProgressBar::hidden()
     } else {
         let b = ProgressBar::new(max as u64);
@@ -103,22 +191,64 @@ fn main() -> Result<()> {
             let fps = p.step as f64 / p.elapsed_s;
             bar.set_message(format!(
                 "{:.2}s audio, {fps:.1} steps/s, {:.2}x realtime",
-                p.step as f64 / 86.13,
-                fps / 86.13
+                p.step as f64 / frame_rate,
+                fps / frame_rate
             ));
         }
     })?;
     bar.finish_and_clear();
+
     if let Some(path) = &args.save_codes {
         dia_run::npy::write_codes(path, &gen.codes)?;
     }
-    if !args.quiet {
-        let fps = gen.steps as f64 / gen.decode_s.max(1e-9);
+    let mut dac_s = 0.0;
+    let mut samples = 0;
+    if let Some(path) = &args.out {
+        let t = Instant::now();
+        let audio = model.decode_audio(&gen.codes)?;
+        dac_s = t.elapsed().as_secs_f64();
+        samples = audio.len();
+        let rate = model
+            .manifest()
+            .dac
+            .as_ref()
+            .map_or(44100, |d| d.sample_rate);
+        let format = if args.float {
+            WavFormat::Float32
+        } else {
+            WavFormat::Pcm16
+        };
+        write_wav(path, &audio, rate, format)?;
+    }
+
+    let audio_s = gen.codes.len() as f64 / frame_rate;
+    let steps_per_s = gen.steps as f64 / gen.decode_s.max(1e-9);
+    let summary = serde_json::json!({
+        "frames": gen.codes.len(),
+        "audio_seconds": audio_s,
+        "samples": samples,
+        "steps": gen.steps,
+        "eos_step": gen.eos_step,
+        "steps_per_second": steps_per_s,
+        "realtime_factor": steps_per_s / frame_rate,
+        "encoder_seconds": gen.encoder_s,
+        "first_step_seconds": gen.first_step_s,
+        "decode_seconds": gen.decode_s,
+        "dac_seconds": dac_s,
+        "total_seconds": start.elapsed().as_secs_f64(),
+        "provider": model.provider().name(),
+        "out": args.out.as_ref().map(|p| p.display().to_string()),
+        "codes": args.save_codes.as_ref().map(|p| p.display().to_string()),
+    });
+    if args.json {
+        println!("{summary}");
+    } else if !args.quiet {
         eprintln!(
-            "{} frames ({:.2}s of audio) in {} steps; encoder {:.3}s, decode {:.2}s ({fps:.1} steps/s){}",
+            "{} frames ({audio_s:.2}s of audio) in {} steps on {}: {steps_per_s:.1} steps/s, {:.2}x realtime; encoder {:.3}s, decode {:.2}s, DAC {dac_s:.2}s{}",
             gen.codes.len(),
-            gen.codes.len() as f64 / 86.13,
             gen.steps,
+            model.provider().name(),
+            steps_per_s / frame_rate,
             gen.encoder_s,
             gen.decode_s,
             gen.eos_step.map_or(String::new(), |s| format!(", EOS at step {s}"))

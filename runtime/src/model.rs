@@ -10,14 +10,18 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionOutputs};
 use ort::value::{DynValue, Tensor};
 
+use crate::delay::Frames;
 use crate::error::RuntimeError;
 use crate::onnxruntime;
+use crate::providers::{self, ExecutionProvider};
 
 /// How to run the bundle.
 #[derive(Clone, Debug, Default)]
 pub struct ModelOptions {
     /// Intra-op threads (default: ONNX Runtime's choice, all physical cores).
     pub threads: Option<usize>,
+    /// Execution provider (default: auto).
+    pub provider: ExecutionProvider,
 }
 
 pub struct DiaModel {
@@ -25,6 +29,10 @@ pub struct DiaModel {
     manifest: Manifest,
     encoder: Mutex<Session>,
     decoder: Mutex<Session>,
+    dac_decoder: Option<Mutex<Session>>,
+    dac_encoder: Option<Mutex<Session>>,
+    provider: ExecutionProvider,
+    warnings: Vec<String>,
 }
 
 fn check_graph(dir: &Path, name: &str, spec: &GraphSpec) -> Result<PathBuf, RuntimeError> {
@@ -47,12 +55,19 @@ fn check_graph(dir: &Path, name: &str, spec: &GraphSpec) -> Result<PathBuf, Runt
     Ok(path)
 }
 
+/// An opened session and the provider it runs on (with a warning if that is not the one asked for).
+struct Opened {
+    session: Session,
+    provider: ExecutionProvider,
+    warning: Option<String>,
+}
+
 fn open_session(
     path: &Path,
     name: &str,
     spec: &GraphSpec,
     opts: &ModelOptions,
-) -> Result<Session, RuntimeError> {
+) -> Result<Opened, RuntimeError> {
     let env = onnxruntime::environment()?;
     let mut b = Session::builder(env)?
         .with_optimization_level(GraphOptimizationLevel::All)
@@ -60,6 +75,7 @@ fn open_session(
     if let Some(n) = opts.threads {
         b = b.with_intra_threads(n).map_err(ort::Error::from)?;
     }
+    let (mut b, provider, warning) = providers::register(b, opts.provider);
     let session = b.commit_from_file(path)?;
     for t in &spec.inputs {
         if !session.inputs().iter().any(|i| i.name() == t.name) {
@@ -70,7 +86,11 @@ fn open_session(
             });
         }
     }
-    Ok(session)
+    Ok(Opened {
+        session,
+        provider,
+        warning,
+    })
 }
 
 impl DiaModel {
@@ -98,12 +118,133 @@ impl DiaModel {
             &manifest.graphs.decoder_step,
             opts,
         )?;
+        let warnings: Vec<String> = decoder.warning.iter().cloned().collect();
+        let optional = |spec: &Option<GraphSpec>,
+                        name: &str|
+         -> Result<Option<Mutex<Session>>, RuntimeError> {
+            match spec {
+                Some(spec) => {
+                    let path = check_graph(dir, name, spec)?;
+                    Ok(Some(Mutex::new(
+                        open_session(&path, name, spec, opts)?.session,
+                    )))
+                }
+                None => Ok(None),
+            }
+        };
+        let dac_decoder = optional(&manifest.graphs.dac_decoder, "dac_decoder")?;
+        let dac_encoder = optional(&manifest.graphs.dac_encoder, "dac_encoder")?;
         Ok(Self {
             dir: dir.to_path_buf(),
             manifest,
-            encoder: Mutex::new(encoder),
-            decoder: Mutex::new(decoder),
+            encoder: Mutex::new(encoder.session),
+            decoder: Mutex::new(decoder.session),
+            dac_decoder,
+            dac_encoder,
+            provider: decoder.provider,
+            warnings,
         })
+    }
+
+    /// The execution provider the decoder runs on.
+    pub fn provider(&self) -> ExecutionProvider {
+        self.provider
+    }
+
+    /// Warnings from loading (e.g. a requested provider that fell back to the CPU).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Whether the bundle can turn codes into audio (it was exported with `--dac`).
+    pub fn has_codec(&self) -> bool {
+        self.dac_decoder.is_some()
+    }
+
+    /// Fails with a message saying how to export the codec when the bundle has none.
+    pub fn require_codec(&self, what: &str) -> Result<(), RuntimeError> {
+        if self.has_codec() {
+            Ok(())
+        } else {
+            Err(self.no_codec(what))
+        }
+    }
+
+    fn no_codec(&self, what: &str) -> RuntimeError {
+        RuntimeError::NoCodec {
+            bundle: self.dir.clone(),
+            what: what.to_string(),
+        }
+    }
+
+    /// Decodes codes `[frames, C]` into a mono waveform at the codec's sample rate.
+    pub fn decode_audio(&self, codes: &Frames) -> Result<Vec<f32>, RuntimeError> {
+        let session = self
+            .dac_decoder
+            .as_ref()
+            .ok_or_else(|| self.no_codec("write audio"))?;
+        let (frames, c) = (codes.len(), codes.channels);
+        if frames == 0 {
+            return Ok(Vec::new());
+        }
+        // [frames, C] -> [1, C, frames]
+        let mut data = vec![0i64; frames * c];
+        for t in 0..frames {
+            for ch in 0..c {
+                data[ch * frames + t] = codes.data[t * c + ch];
+            }
+        }
+        let input = Tensor::from_array(([1usize, c, frames], data))?;
+        let mut s = session.lock().unwrap_or_else(|e| e.into_inner());
+        let out = s.run(ort::inputs!["codes" => input])?;
+        let audio = out
+            .get("audio")
+            .ok_or_else(|| RuntimeError::GraphMismatch {
+                graph: "dac_decoder".into(),
+                kind: "output",
+                name: "audio".into(),
+            })?
+            .try_extract_tensor::<f32>()?
+            .1
+            .to_vec();
+        Ok(audio)
+    }
+
+    /// Encodes a mono waveform at the codec's sample rate into codes `[frames, C]`. The audio
+    /// is zero-padded on the right to a whole number of frames, as the codec's preprocessing does.
+    pub fn encode_audio(&self, wave: &[f32]) -> Result<Frames, RuntimeError> {
+        let session = self
+            .dac_encoder
+            .as_ref()
+            .ok_or_else(|| self.no_codec("use a voice prompt"))?;
+        let info = self
+            .manifest
+            .dac
+            .as_ref()
+            .ok_or_else(|| self.no_codec("use a voice prompt"))?;
+        let hop = info.hop_length;
+        let n = wave.len().div_ceil(hop).max(1) * hop;
+        let mut padded = wave.to_vec();
+        padded.resize(n, 0.0);
+        let input = Tensor::from_array(([1usize, 1, n], padded))?;
+        let mut s = session.lock().unwrap_or_else(|e| e.into_inner());
+        let out = s.run(ort::inputs!["audio" => input])?;
+        let codes = out
+            .get("codes")
+            .ok_or_else(|| RuntimeError::GraphMismatch {
+                graph: "dac_encoder".into(),
+                kind: "output",
+                name: "codes".into(),
+            })?;
+        let (shape, data) = codes.try_extract_tensor::<i64>()?;
+        let (c, frames) = (shape[1] as usize, shape[2] as usize);
+        let mut f = Frames::new(frames, c);
+        for t in 0..frames {
+            for ch in 0..c {
+                f.data[t * c + ch] = data[ch * frames + t];
+            }
+        }
+        Ok(f)
     }
 
     pub fn dir(&self) -> &Path {

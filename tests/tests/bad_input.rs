@@ -33,7 +33,10 @@ fn edited(layout: &str, tag: &str, edit: impl Fn(&str, Vec<usize>, &[u8]) -> Opt
 }
 
 fn export_err(ckpt: &Path) -> String {
-    let out = scratch().join(format!("out-{}", ckpt.file_name().unwrap().to_string_lossy()));
+    // A parent of its own, so no concurrent export shows up in the leftover check.
+    let parent = scratch().join(format!("out-{}", ckpt.file_name().unwrap().to_string_lossy()));
+    fs::create_dir_all(&parent).unwrap();
+    let out = parent.join("bundle");
     let err = export(&ExportOptions {
         checkpoint: ckpt.to_path_buf(),
         out: out.clone(),
@@ -148,7 +151,12 @@ fn run_rejects_empty_and_too_long_text() {
 #[test]
 fn run_rejects_missing_bundle_and_format_mismatch() {
     let missing = scratch().join("no-such-bundle");
-    let o = run("dia-run", &["--bundle", missing.to_str().unwrap(), "--text", "[S1] Hi."]);
+    let codes = scratch().join("never2.npy");
+    let codes = codes.to_str().unwrap();
+    let o = run(
+        "dia-run",
+        &["--bundle", missing.to_str().unwrap(), "--text", "[S1] Hi.", "--save-codes", codes],
+    );
     assert!(!o.status.success());
     assert!(stderr(&o).contains("no-such-bundle"), "{}", stderr(&o));
 
@@ -165,14 +173,20 @@ fn run_rejects_missing_bundle_and_format_mismatch() {
         m.replacen("\"format_version\": 1", "\"format_version\": 99", 1),
     )
     .unwrap();
-    let o = run("dia-run", &["--bundle", b.to_str().unwrap(), "--text", "[S1] Hi."]);
+    let o = run(
+        "dia-run",
+        &["--bundle", b.to_str().unwrap(), "--text", "[S1] Hi.", "--save-codes", codes],
+    );
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(e.contains("format version 99") && e.contains("re-export"), "{e}");
 
     fs::remove_file(b.join("decoder_step.weights")).unwrap();
     fs::write(b.join("manifest.json"), m).unwrap();
-    let o = run("dia-run", &["--bundle", b.to_str().unwrap(), "--text", "[S1] Hi."]);
+    let o = run(
+        "dia-run",
+        &["--bundle", b.to_str().unwrap(), "--text", "[S1] Hi.", "--save-codes", codes],
+    );
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(e.contains("decoder_step.weights") && e.contains("missing"), "{e}");

@@ -74,6 +74,7 @@ fn greedy_codes_match_reference_token_for_token() {
                 top_p: case["top_p"].as_f64().unwrap() as f32,
                 cfg_filter_top_k: case["cfg_filter_top_k"].as_u64().unwrap() as usize,
                 seed: Some(0),
+                audio_prompt: None,
             };
             let gen = model.generate(case["text"].as_str().unwrap(), &opts, |_| {}).unwrap();
             assert_eq!(gen.codes.channels, want.ncols());

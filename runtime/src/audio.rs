@@ -1,0 +1,199 @@
+//! Audio files: WAV out (16-bit PCM or 32-bit float, written atomically) and WAV in for voice
+//! prompts (any rate, any channel count, mixed down to mono and resampled to the codec's rate).
+
+use std::path::Path;
+
+use rubato::{FftFixedIn, Resampler};
+
+use crate::error::RuntimeError;
+
+/// Sample format of written WAV files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WavFormat {
+    Pcm16,
+    Float32,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
+    move |e| RuntimeError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    }
+}
+
+/// Writes mono `samples` (nominally in [-1, 1]) as a WAV file, through a temporary file in the
+/// same directory and a rename, so a failed run never leaves a partial file.
+pub fn write_wav(
+    path: &Path,
+    samples: &[f32],
+    sample_rate: u32,
+    format: WavFormat,
+) -> Result<(), RuntimeError> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate,
+        bits_per_sample: if format == WavFormat::Pcm16 { 16 } else { 32 },
+        sample_format: if format == WavFormat::Pcm16 {
+            hound::SampleFormat::Int
+        } else {
+            hound::SampleFormat::Float
+        },
+    };
+    let mut buf = std::io::Cursor::new(Vec::with_capacity(samples.len() * 4 + 64));
+    {
+        let to_io = |e: hound::Error| std::io::Error::other(e.to_string());
+        let mut w = hound::WavWriter::new(&mut buf, spec)
+            .map_err(to_io)
+            .map_err(io_err(path))?;
+        for &s in samples {
+            let s = if s.is_finite() {
+                s.clamp(-1.0, 1.0)
+            } else {
+                0.0
+            };
+            match format {
+                WavFormat::Pcm16 => w.write_sample((s * 32767.0).round() as i16),
+                WavFormat::Float32 => w.write_sample(s),
+            }
+            .map_err(to_io)
+            .map_err(io_err(path))?;
+        }
+        w.finalize().map_err(to_io).map_err(io_err(path))?;
+    }
+    crate::npy::write_atomic(path, buf.get_ref())
+}
+
+/// Reads a WAV file as mono float samples at its own rate: returns (samples, rate).
+pub fn read_wav_mono(path: &Path) -> Result<(Vec<f32>, u32), RuntimeError> {
+    let bad = |msg: String| RuntimeError::BadAudio {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let reader = hound::WavReader::open(path).map_err(|e| match e {
+        hound::Error::IoError(e) => RuntimeError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        },
+        other => bad(format!("not a readable WAV file ({other})")),
+    })?;
+    let spec = reader.spec();
+    let channels = spec.channels as usize;
+    if channels == 0 {
+        return Err(bad("WAV header says 0 channels".into()));
+    }
+    let interleaved: Vec<f32> = match spec.sample_format {
+        hound::SampleFormat::Float => reader
+            .into_samples::<f32>()
+            .collect::<Result<_, _>>()
+            .map_err(|e| bad(e.to_string()))?,
+        hound::SampleFormat::Int => {
+            let scale = 1.0 / (1u64 << (spec.bits_per_sample - 1)) as f32;
+            reader
+                .into_samples::<i32>()
+                .map(|s| s.map(|v| v as f32 * scale))
+                .collect::<Result<_, _>>()
+                .map_err(|e| bad(e.to_string()))?
+        }
+    };
+    // Mono mix-down: the mean of the channels, as the reference does.
+    let mono: Vec<f32> = interleaved
+        .chunks_exact(channels)
+        .map(|f| f.iter().sum::<f32>() / channels as f32)
+        .collect();
+    if mono.is_empty() {
+        return Err(bad("the WAV file holds no samples".into()));
+    }
+    Ok((mono, spec.sample_rate))
+}
+
+/// Resamples mono `x` from `from` Hz to `to` Hz (band-limited FFT resampler). The output has
+/// `round(len · to / from)` samples, aligned with the input (the resampler's delay removed).
+pub fn resample(x: &[f32], from: u32, to: u32) -> Result<Vec<f32>, RuntimeError> {
+    if from == to {
+        return Ok(x.to_vec());
+    }
+    let err =
+        |e: String| RuntimeError::InvalidOption(format!("resampling {from} Hz -> {to} Hz: {e}"));
+    let chunk = 1024;
+    let mut r = FftFixedIn::<f32>::new(from as usize, to as usize, chunk, 2, 1)
+        .map_err(|e| err(e.to_string()))?;
+    let want = (x.len() as u64 * to as u64).div_ceil(from as u64) as usize;
+    let delay = r.output_delay();
+    let mut out = Vec::with_capacity(want + delay + chunk * 4);
+    let mut pos = 0;
+    while x.len() - pos >= r.input_frames_next() {
+        let n = r.input_frames_next();
+        let y = r
+            .process(&[&x[pos..pos + n]], None)
+            .map_err(|e| err(e.to_string()))?;
+        out.extend_from_slice(&y[0]);
+        pos += n;
+    }
+    if pos < x.len() {
+        let y = r
+            .process_partial(Some(&[&x[pos..]]), None)
+            .map_err(|e| err(e.to_string()))?;
+        out.extend_from_slice(&y[0]);
+    }
+    // Flush until the delayed tail is out.
+    while out.len() < want + delay {
+        let y = r
+            .process_partial::<&[f32]>(None, None)
+            .map_err(|e| err(e.to_string()))?;
+        if y[0].is_empty() {
+            break;
+        }
+        out.extend_from_slice(&y[0]);
+    }
+    let end = (delay + want).min(out.len());
+    Ok(out[delay.min(end)..end].to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wav_round_trip_pcm16_and_float() {
+        let dir = tempfile::tempdir().unwrap();
+        let x: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.05).sin() * 0.5).collect();
+        for (fmt, tol) in [(WavFormat::Pcm16, 1.0 / 32767.0), (WavFormat::Float32, 0.0)] {
+            let p = dir.path().join("a.wav");
+            write_wav(&p, &x, 44100, fmt).unwrap();
+            let (y, sr) = read_wav_mono(&p).unwrap();
+            assert_eq!(sr, 44100);
+            assert_eq!(y.len(), x.len());
+            let err = x
+                .iter()
+                .zip(&y)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(err <= tol, "{fmt:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn resampling_keeps_a_tone_in_place() {
+        // 440 Hz at 16 kHz -> 44.1 kHz: same tone, same phase, expected length.
+        let x: Vec<f32> = (0..16000)
+            .map(|i| (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 16000.0).sin())
+            .collect();
+        let y = resample(&x, 16000, 44100).unwrap();
+        assert_eq!(y.len(), 44100);
+        let err = (2000..42000)
+            .map(|i| (y[i] - (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 44100.0).sin()).abs())
+            .fold(0f32, f32::max);
+        assert!(err < 2e-3, "max error {err}");
+    }
+
+    #[test]
+    fn non_wav_input_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("voice.wav");
+        std::fs::write(&p, b"ID3 this is an mp3, really").unwrap();
+        let e = read_wav_mono(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("voice.wav") && e.contains("not a readable WAV"),
+            "{e}"
+        );
+    }
+}
