@@ -287,6 +287,25 @@ fn open_mmap(path: &Path) -> Result<Mmap, CheckpointError> {
     unsafe { Mmap::map(&f) }.map_err(io)
 }
 
+/// Drops the mapped pages of `start..end` from this process's resident set once a tensor has
+/// been decoded, so export holds about one tensor at a time instead of the whole checkpoint.
+#[cfg(unix)]
+fn release_pages(mmap: &Mmap, start: usize, end: usize) {
+    const PAGE: usize = 4096;
+    let first = start.div_ceil(PAGE) * PAGE;
+    let last = end / PAGE * PAGE;
+    if last > first {
+        // SAFETY: the mapping is private and read-only; after DONTNEED the kernel re-reads the
+        // file if those pages are touched again, so later reads still see the file's bytes.
+        let _ = unsafe {
+            mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, first, last - first)
+        };
+    }
+}
+
+#[cfg(not(unix))]
+fn release_pages(_: &Mmap, _: usize, _: usize) {}
+
 impl Checkpoint {
     /// Opens `dir`, parses its config and the safetensors headers, detects the layout and
     /// checks that every expected tensor is present with the right shape and a float type.
@@ -428,13 +447,15 @@ impl Checkpoint {
 
     fn read_entry(&self, name: &str, shape: &[usize]) -> Result<Tensor, CheckpointError> {
         let e = self.check_entry(name, shape)?;
-        let bytes = &self.shards[e.shard].1[e.start..e.end];
+        let mmap = &self.shards[e.shard].1;
         let dtype = match e.dtype {
             Dtype::F32 => SourceDType::F32,
             Dtype::F16 => SourceDType::F16,
             _ => SourceDType::BF16,
         };
-        Ok(Tensor::new(e.shape.clone(), decode_to_f32(bytes, dtype)))
+        let t = Tensor::new(e.shape.clone(), decode_to_f32(&mmap[e.start..e.end], dtype));
+        release_pages(mmap, e.start, e.end);
+        Ok(t)
     }
 
     /// A weight by its nari name, decoded to float32 and laid out in the nari shape `shape`.
