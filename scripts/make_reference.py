@@ -405,7 +405,7 @@ def make_teacher_tokens(nari, steps: int, channels: int) -> np.ndarray:
     return delayed[0].numpy().astype(np.int64)
 
 
-def nari_greedy(dia, text: str, max_tokens: int):
+def nari_greedy(dia, text: str, max_tokens: int, audio_prompt=None):
     """Run nari-labs Dia.generate greedily; return (codes [frames, C] int64, info dict).
 
     ``_decoder_step`` is wrapped on the instance (the nari code on disk is untouched) to record the
@@ -433,6 +433,7 @@ def nari_greedy(dia, text: str, max_tokens: int):
     try:
         codes = dia.generate(
             text,
+            audio_prompt=audio_prompt,
             max_tokens=max_tokens,
             cfg_scale=CFG_SCALE,
             temperature=TEMPERATURE,
@@ -444,10 +445,12 @@ def nari_greedy(dia, text: str, max_tokens: int):
         del dia._prepare_generation
     max_delay = max(DELAY_PATTERN)
     steps = [s for s, _ in raw]
-    assert steps == list(range(len(steps))), "decoder steps are not 0..n-1"
+    first = 0 if audio_prompt is None else int(audio_prompt.shape[0])
+    assert steps == list(range(first, first + len(steps))), "decoder steps are not consecutive"
     # The first step whose raw channel-0 token is EOS, before the max-length trigger
     # (dec_step + 1 >= max_tokens - max_delay) would force one.
     eos_step = None
+    prefill = 0 if audio_prompt is None else int(audio_prompt.shape[0])
     for s, pred in raw:
         if s + 1 >= max_tokens - max_delay:
             break
@@ -457,7 +460,7 @@ def nari_greedy(dia, text: str, max_tokens: int):
     codes = None if codes is None else np.asarray(codes).astype(np.int64)
     # Delayed frame stream: frame 0 = BOS, frame t + 1 = what step t wrote (after EOS/PAD forcing
     # and prefill masking); the input of step t is frame t.
-    delayed = captured["dec_output"].generated_tokens[0, : len(raw) + 1].numpy().astype(np.int64)
+    delayed = captured["dec_output"].generated_tokens[0, : prefill + len(raw) + 1].numpy().astype(np.int64)
     assert (delayed >= 0).all()
     info = {
         "eos_step": eos_step,
@@ -618,6 +621,33 @@ def make_greedy_reference(dia, ref_dir: Path) -> tuple[list, dict]:
     return cases, found
 
 
+PROMPT_FRAMES = 20
+PROMPT_TEXT = "[S1] The voice to continue. "
+PROMPT_CONTINUATION = "[S2] What it says next."
+PROMPT_MAX_TOKENS = 120
+
+
+def make_prompt_reference(dia, ref_dir: Path) -> dict:
+    """Greedy generation conditioned on a voice prompt given as DAC codes ([T, 9], the form
+    nari-labs `generate(audio_prompt=tensor)` takes after encoding a WAV): checks the prefill
+    (prompt frames delayed behind BOS and run through the decoder before the first sampled step)."""
+    g = torch.Generator().manual_seed(1234)
+    prompt = torch.randint(0, 1024, (PROMPT_FRAMES, len(DELAY_PATTERN)), generator=g, dtype=torch.int64)
+    text = PROMPT_TEXT + PROMPT_CONTINUATION
+    assert len(text.encode()) - 6 <= ENC["max_position_embeddings"], "prompt text must fit the encoder"
+    codes, info = nari_greedy(dia, text, PROMPT_MAX_TOKENS, audio_prompt=prompt)
+    again, _ = nari_greedy(dia, text, PROMPT_MAX_TOKENS, audio_prompt=prompt)
+    assert np.array_equal(codes, again), "prompt case not deterministic"
+    _check_varied(codes, "prompt")
+    save_npy(ref_dir / "prompt_codes.npy", prompt.numpy(), np.int64)
+    save_npy(ref_dir / "greedy_prompt.npy", codes, np.int64)
+    case = _greedy_case("prompt", text, PROMPT_MAX_TOKENS, codes, info)
+    case["prompt_codes"] = "prompt_codes.npy"
+    case["prompt_text"] = PROMPT_TEXT
+    log(f"[greedy:prompt] frames {case['frames']}, eos_step {case['eos_step']}")
+    return case
+
+
 def compare_hf_generate(hf_model, dia, nari, found: dict) -> dict:
     """transformers greedy generate on the tiny-hf weights vs the nari-labs result (report only).
 
@@ -708,13 +738,16 @@ def main() -> None:
 
     # References (nari-labs code on the tiny-nari checkpoint).
     ref = out / "reference"
-    if ref.exists():
-        shutil.rmtree(ref)
-    ref.mkdir(parents=True)
+    # Only this script's own files: subfolders (reference/dac) belong to other scripts.
+    ref.mkdir(parents=True, exist_ok=True)
+    for f in ref.iterdir():
+        if f.is_file():
+            f.unlink()
     make_encoder_reference(dia, ref)
     teacher_tokens = make_teacher_reference(dia, nari, ref)
     verify = verify_conversion(hf_model, dia, nari, teacher_tokens)
     cases, found = make_greedy_reference(dia, ref)
+    cases.append(make_prompt_reference(dia, ref))
     write_json(
         ref / "texts.json",
         {

@@ -2,6 +2,7 @@
 //! (reference outputs made by scripts/make_reference.py), for both checkpoint layouts.
 
 use dia_run::decoder::Utterance;
+use dia_run::delay::Frames;
 use dia_run::tokenizer::encode_text;
 use dia_run::{DiaModel, GenerateOptions, ModelOptions};
 use dia_tests::{bundle, reference, rel_err, texts, LAYOUTS};
@@ -61,7 +62,7 @@ fn teacher_forced_logits_match_reference() {
 fn greedy_codes_match_reference_token_for_token() {
     let t = texts();
     let cases = t["greedy"].as_array().unwrap();
-    assert!(cases.len() >= 2, "need the long and the EOS case");
+    assert!(cases.len() >= 3, "need the long, the EOS and the voice-prompt case");
     for layout in LAYOUTS {
         let model = load(layout);
         for case in cases {
@@ -74,7 +75,15 @@ fn greedy_codes_match_reference_token_for_token() {
                 top_p: case["top_p"].as_f64().unwrap() as f32,
                 cfg_filter_top_k: case["cfg_filter_top_k"].as_u64().unwrap() as usize,
                 seed: Some(0),
-                audio_prompt: None,
+                // The voice-prompt case: prompt codes prefilled behind BOS, as the reference's
+                // `generate(audio_prompt=codes)`.
+                audio_prompt: case["prompt_codes"].as_str().map(|f| {
+                    let p: Array2<i64> = read_npy(reference(f)).unwrap();
+                    Frames {
+                        channels: p.ncols(),
+                        data: p.iter().cloned().collect(),
+                    }
+                }),
             };
             let gen = model.generate(case["text"].as_str().unwrap(), &opts, |_| {}).unwrap();
             assert_eq!(gen.codes.channels, want.ncols());
