@@ -10,7 +10,11 @@ use safetensors::tensor::TensorView;
 use safetensors::SafeTensors;
 
 /// A copy of a fixture checkpoint whose tensors pass through `edit` (name, shape, bytes).
-fn edited(layout: &str, tag: &str, edit: impl Fn(&str, Vec<usize>, &[u8]) -> Option<(Vec<usize>, Vec<u8>)>) -> PathBuf {
+fn edited(
+    layout: &str,
+    tag: &str,
+    edit: impl Fn(&str, Vec<usize>, &[u8]) -> Option<(Vec<usize>, Vec<u8>)>,
+) -> PathBuf {
     let src = fixtures().join(layout);
     let dir = scratch().join(format!("bad-{layout}-{tag}"));
     fs::create_dir_all(&dir).unwrap();
@@ -34,7 +38,10 @@ fn edited(layout: &str, tag: &str, edit: impl Fn(&str, Vec<usize>, &[u8]) -> Opt
 
 fn export_err(ckpt: &Path) -> String {
     // A parent of its own, so no concurrent export shows up in the leftover check.
-    let parent = scratch().join(format!("out-{}", ckpt.file_name().unwrap().to_string_lossy()));
+    let parent = scratch().join(format!(
+        "out-{}",
+        ckpt.file_name().unwrap().to_string_lossy()
+    ));
     fs::create_dir_all(&parent).unwrap();
     let out = parent.join("bundle");
     let err = export(&ExportOptions {
@@ -52,7 +59,10 @@ fn export_err(ckpt: &Path) -> String {
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().contains(".partial-"))
         .collect();
-    assert!(leftovers.is_empty(), "partial bundle left behind: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "partial bundle left behind: {leftovers:?}"
+    );
     err
 }
 
@@ -62,14 +72,20 @@ fn missing_tensor_is_named_with_its_shape() {
         (n != "decoder.layers.1.mlp.wo.weight").then(|| (s, b.to_vec()))
     });
     let err = export_err(&dir);
-    assert!(err.contains("`decoder.layers.1.mlp.wo.weight` is missing"), "{err}");
+    assert!(
+        err.contains("`decoder.layers.1.mlp.wo.weight` is missing"),
+        "{err}"
+    );
     assert!(err.contains("[64, 32]"), "{err}");
 
     let dir = edited("tiny-hf", "missing", |n, s, b| {
         (n != "model.decoder.embeddings.embed.weight").then(|| (s, b.to_vec()))
     });
     let err = export_err(&dir);
-    assert!(err.contains("`model.decoder.embeddings.embed.weight` is missing"), "{err}");
+    assert!(
+        err.contains("`model.decoder.embeddings.embed.weight` is missing"),
+        "{err}"
+    );
     assert!(err.contains("transformers layout"), "{err}");
 }
 
@@ -84,8 +100,14 @@ fn wrong_shape_names_tensor_and_both_shapes() {
         }
     });
     let err = export_err(&dir);
-    assert!(err.contains("`encoder.layers.0.self_attention.k_proj.weight`"), "{err}");
-    assert!(err.contains("[32, 2, 32]") && err.contains("[32, 4, 16]"), "{err}");
+    assert!(
+        err.contains("`encoder.layers.0.self_attention.k_proj.weight`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("[32, 2, 32]") && err.contains("[32, 4, 16]"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -97,7 +119,10 @@ fn truncated_safetensors_is_reported() {
     let bytes = fs::read(src.join("model.safetensors")).unwrap();
     fs::write(dir.join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
     let err = export_err(&dir);
-    assert!(err.contains("model.safetensors") && err.contains("truncated"), "{err}");
+    assert!(
+        err.contains("model.safetensors") && err.contains("truncated"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -133,14 +158,28 @@ fn run_rejects_empty_and_too_long_text() {
     let codes = scratch().join("never.npy");
     let o = run(
         "dia-run",
-        &["--bundle", b.to_str().unwrap(), "--text", "  ", "--save-codes", codes.to_str().unwrap()],
+        &[
+            "--bundle",
+            b.to_str().unwrap(),
+            "--text",
+            "  ",
+            "--save-codes",
+            codes.to_str().unwrap(),
+        ],
     );
     assert!(!o.status.success());
     assert!(stderr(&o).contains("text is empty"), "{}", stderr(&o));
     let long = "[S1] ".to_string() + &"a".repeat(100);
     let o = run(
         "dia-run",
-        &["--bundle", b.to_str().unwrap(), "--text", &long, "--save-codes", codes.to_str().unwrap()],
+        &[
+            "--bundle",
+            b.to_str().unwrap(),
+            "--text",
+            &long,
+            "--save-codes",
+            codes.to_str().unwrap(),
+        ],
     );
     assert!(!o.status.success());
     let e = stderr(&o);
@@ -155,7 +194,14 @@ fn run_rejects_missing_bundle_and_format_mismatch() {
     let codes = codes.to_str().unwrap();
     let o = run(
         "dia-run",
-        &["--bundle", missing.to_str().unwrap(), "--text", "[S1] Hi.", "--save-codes", codes],
+        &[
+            "--bundle",
+            missing.to_str().unwrap(),
+            "--text",
+            "[S1] Hi.",
+            "--save-codes",
+            codes,
+        ],
     );
     assert!(!o.status.success());
     assert!(stderr(&o).contains("no-such-bundle"), "{}", stderr(&o));
@@ -175,19 +221,39 @@ fn run_rejects_missing_bundle_and_format_mismatch() {
     .unwrap();
     let o = run(
         "dia-run",
-        &["--bundle", b.to_str().unwrap(), "--text", "[S1] Hi.", "--save-codes", codes],
+        &[
+            "--bundle",
+            b.to_str().unwrap(),
+            "--text",
+            "[S1] Hi.",
+            "--save-codes",
+            codes,
+        ],
     );
     assert!(!o.status.success());
     let e = stderr(&o);
-    assert!(e.contains("format version 99") && e.contains("re-export"), "{e}");
+    assert!(
+        e.contains("format version 99") && e.contains("re-export"),
+        "{e}"
+    );
 
     fs::remove_file(b.join("decoder_step.weights")).unwrap();
     fs::write(b.join("manifest.json"), m).unwrap();
     let o = run(
         "dia-run",
-        &["--bundle", b.to_str().unwrap(), "--text", "[S1] Hi.", "--save-codes", codes],
+        &[
+            "--bundle",
+            b.to_str().unwrap(),
+            "--text",
+            "[S1] Hi.",
+            "--save-codes",
+            codes,
+        ],
     );
     assert!(!o.status.success());
     let e = stderr(&o);
-    assert!(e.contains("decoder_step.weights") && e.contains("missing"), "{e}");
+    assert!(
+        e.contains("decoder_step.weights") && e.contains("missing"),
+        "{e}"
+    );
 }

@@ -51,7 +51,13 @@ fn export_cli_writes_manifest_with_every_io() {
     let ckpt = dia_tests::fixtures().join("tiny-nari");
     let o = run(
         "dia-export",
-        &[ckpt.to_str().unwrap(), "--out", out.to_str().unwrap(), "--max-frames", "128"],
+        &[
+            ckpt.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--max-frames",
+            "128",
+        ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let m = dia_bundle::Manifest::load(&out).unwrap();
@@ -64,7 +70,12 @@ fn export_cli_writes_manifest_with_every_io() {
     assert_eq!(dec.outputs.len(), 1 + 2 * layers);
     assert_eq!(dec.input("self_k_0").unwrap().shape, vec![2, 2, 16, 128]);
     assert_eq!(dec.output("logits").unwrap().shape, vec![2, 9, 1028]);
-    for f in ["encoder.onnx", "encoder.weights", "decoder_step.onnx", "decoder_step.weights"] {
+    for f in [
+        "encoder.onnx",
+        "encoder.weights",
+        "decoder_step.onnx",
+        "decoder_step.weights",
+    ] {
         assert!(out.join(f).is_file(), "{f}");
     }
 }

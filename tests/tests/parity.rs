@@ -25,13 +25,23 @@ fn encoder_states_match_reference() {
             // Our tokenizer gives the reference's tokens...
             let ours = encode_text(text.as_str().unwrap(), tokens.ncols()).unwrap();
             let row: Vec<i64> = tokens.row(i).iter().cloned().collect();
-            assert_eq!(&row[..ours.len()], &ours[..], "{layout}: tokens of text {i}");
-            assert!(row[ours.len()..].iter().all(|&x| x == 0), "padding of text {i}");
+            assert_eq!(
+                &row[..ours.len()],
+                &ours[..],
+                "{layout}: tokens of text {i}"
+            );
+            assert!(
+                row[ours.len()..].iter().all(|&x| x == 0),
+                "padding of text {i}"
+            );
             // ...and the encoder the reference's states, for both CFG rows.
             let want: Array3<f32> = read_npy(reference(&format!("encoder_out_{i}.npy"))).unwrap();
             let got = model.encoder_states(&ours).unwrap();
             let err = rel_err(&got, want.as_slice().unwrap());
-            assert!(err < TOL, "{layout}: encoder states of text {i}: rel err {err:e}");
+            assert!(
+                err < TOL,
+                "{layout}: encoder states of text {i}: rel err {err:e}"
+            );
         }
     }
 }
@@ -49,12 +59,19 @@ fn teacher_forced_logits_match_reference() {
         for t in 0..steps.nrows() {
             let input: Vec<i64> = steps.row(t).iter().cloned().collect();
             let got = utt.step(&input, t).unwrap();
-            let reference: Vec<f32> = want.index_axis(ndarray::Axis(0), t).iter().cloned().collect();
+            let reference: Vec<f32> = want
+                .index_axis(ndarray::Axis(0), t)
+                .iter()
+                .cloned()
+                .collect();
             let err = rel_err(got, &reference);
             assert!(err < TOL, "{layout}: logits at step {t}: rel err {err:e}");
             worst = worst.max(err);
         }
-        eprintln!("{layout}: worst logits rel err over {} steps: {worst:e}", steps.nrows());
+        eprintln!(
+            "{layout}: worst logits rel err over {} steps: {worst:e}",
+            steps.nrows()
+        );
     }
 }
 
@@ -62,7 +79,10 @@ fn teacher_forced_logits_match_reference() {
 fn greedy_codes_match_reference_token_for_token() {
     let t = texts();
     let cases = t["greedy"].as_array().unwrap();
-    assert!(cases.len() >= 3, "need the long, the EOS and the voice-prompt case");
+    assert!(
+        cases.len() >= 3,
+        "need the long, the EOS and the voice-prompt case"
+    );
     for layout in LAYOUTS {
         let model = load(layout);
         for case in cases {
@@ -85,9 +105,15 @@ fn greedy_codes_match_reference_token_for_token() {
                     }
                 }),
             };
-            let gen = model.generate(case["text"].as_str().unwrap(), &opts, |_| {}).unwrap();
+            let gen = model
+                .generate(case["text"].as_str().unwrap(), &opts, |_| {})
+                .unwrap();
             assert_eq!(gen.codes.channels, want.ncols());
-            assert_eq!(gen.codes.len(), want.nrows(), "{layout}/{name}: frame count");
+            assert_eq!(
+                gen.codes.len(),
+                want.nrows(),
+                "{layout}/{name}: frame count"
+            );
             for (f, row) in want.rows().into_iter().enumerate() {
                 let w: Vec<i64> = row.iter().cloned().collect();
                 assert_eq!(gen.codes.row(f), &w[..], "{layout}/{name}: frame {f}");
