@@ -9,7 +9,10 @@ use dia_export::{export, ExportOptions};
 use dia_graphs::DType;
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 pub fn fixtures() -> PathBuf {
@@ -57,7 +60,11 @@ pub fn bundle(layout: &str) -> PathBuf {
             })
             .collect()
     });
-    all[LAYOUTS.iter().position(|l| *l == layout).expect("known layout")].clone()
+    all[LAYOUTS
+        .iter()
+        .position(|l| *l == layout)
+        .expect("known layout")]
+    .clone()
 }
 
 /// `max |a - b| / max |b|`: the parity metric (relative to the reference's scale).
