@@ -21,6 +21,8 @@ fi
 bundle=build/check-bundle
 ./target/debug/dia-export tests/fixtures/tiny-nari --out "$bundle" > /dev/null
 "$venv/bin/python" scripts/check_bundle.py "$bundle"
+# The embedding example of the README runs on it too.
+cargo run --quiet --locked -p dia-run --example generate -- "$bundle" build/example-out
 ./target/debug/dia-export tests/fixtures/tiny-hf --out "$bundle" --dtype f16 > /dev/null
 "$venv/bin/python" scripts/check_bundle.py "$bundle"
 echo "all checks passed"
