@@ -1,6 +1,7 @@
 """Checks a bundle written by dia-export with the Python ONNX tools users may also use:
 `onnx.checker.check_model` (full check, external data resolved) and a Python
-`onnxruntime` session per graph, run once on valid inputs.
+`onnxruntime` session per graph, run once on valid inputs (the DAC graphs, when the bundle has
+them, on two lengths: their frames/samples dims are dynamic).
 
     python scripts/check_bundle.py BUNDLE_DIR
 """
@@ -51,6 +52,33 @@ def main(bundle: Path) -> None:
         assert list(res[o["name"]].shape) == o["shape"], o
     assert np.isfinite(res["logits"]).all()
     print("onnxruntime: decoder_step ran, logits finite")
+
+    if manifest["graphs"].get("dac_decoder"):
+        check_dac(bundle, manifest)
+
+
+def check_dac(bundle: Path, manifest: dict) -> None:
+    """The codec graphs (dia-export --dac): dynamic frames/samples, so run two lengths each."""
+    dac = manifest["dac"]
+    hop, n_cb = dac["hop_length"], dac["n_codebooks"]
+    dec_spec = manifest["graphs"]["dac_decoder"]
+    enc_spec = manifest["graphs"]["dac_encoder"]
+    for spec in (dec_spec, enc_spec):
+        onnx.checker.check_model(str(bundle / spec["file"]), full_check=True)
+        print(f"onnx.checker: {spec['file']} ok")
+    dec = ort.InferenceSession(str(bundle / dec_spec["file"]), providers=["CPUExecutionProvider"])
+    enc = ort.InferenceSession(str(bundle / enc_spec["file"]), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    for frames in (1, 5):
+        codes = rng.integers(0, dac["codebook_size"], size=(1, n_cb, frames), dtype=np.int64)
+        (audio,) = dec.run(["audio"], {"codes": codes})
+        assert audio.shape == (1, 1, frames * hop), audio.shape
+        assert np.isfinite(audio).all() and np.abs(audio).max() <= 1.0
+        wave = np.sin(np.arange(frames * hop, dtype=np.float32) * 0.05)[None, None, :].astype(np.float32)
+        (out,) = enc.run(["codes"], {"audio": wave})
+        assert out.shape == (1, n_cb, frames) and out.dtype == np.int64, (out.shape, out.dtype)
+        assert ((out >= 0) & (out < dac["codebook_size"])).all()
+    print(f"onnxruntime: dac_decoder and dac_encoder ran on 1 and 5 frames ({dac['source_layout']} layout)")
 
 
 if __name__ == "__main__":

@@ -19,10 +19,10 @@ if [[ ! -x "$venv/bin/python" ]]; then
   "$venv/bin/pip" install --quiet -r scripts/requirements-check.txt
 fi
 bundle=build/check-bundle
-./target/debug/dia-export tests/fixtures/tiny-nari --out "$bundle" > /dev/null
+./target/debug/dia-export tests/fixtures/tiny-nari --dac tests/fixtures/tiny-dac --out "$bundle" > /dev/null
 "$venv/bin/python" scripts/check_bundle.py "$bundle"
 # The embedding example of the README runs on it too.
 cargo run --quiet --locked -p dia-run --example generate -- "$bundle" build/example-out
-./target/debug/dia-export tests/fixtures/tiny-hf --out "$bundle" --dtype f16 > /dev/null
+./target/debug/dia-export tests/fixtures/tiny-hf --dac tests/fixtures/tiny-dac-descript --out "$bundle" --dtype f16 > /dev/null
 "$venv/bin/python" scripts/check_bundle.py "$bundle"
 echo "all checks passed"

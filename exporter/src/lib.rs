@@ -2,19 +2,31 @@
 //!
 //! The bundle is written into a temporary directory beside the destination and renamed into
 //! place at the end, so a failed export leaves nothing half-written.
+//!
+//! With [`ExportOptions::dac`], the bundle also carries the audio codec: `dac_decoder.onnx`
+//! (codes `[1, n_codebooks, frames]` int64 -> `audio` `[1, 1, samples]` float32) and
+//! `dac_encoder.onnx` (`audio` -> `codes`), with `frames` and `samples` dynamic (-1 in the
+//! manifest's shapes), and `manifest.dac` says the codec's rate, hop and codebooks. The DAC
+//! graphs are always float32, whatever `--dtype` the Dia graphs get (the codec is small,
+//! ~75 M parameters, and runs once per utterance).
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use dia_bundle::{GraphSpec, Graphs, Manifest, TensorSpec, FORMAT_VERSION, MANIFEST_FILE};
-use dia_graphs::{decoder, encoder, Builder, Checkpoint, CheckpointError, DType, ExternalData};
+use dia_bundle::{DacInfo, GraphSpec, Graphs, Manifest, TensorSpec, FORMAT_VERSION, MANIFEST_FILE};
+use dia_graphs::{
+    dac, decoder, encoder, Builder, Checkpoint, CheckpointError, DType, DacCheckpoint, DacError,
+    DacWeights, ExternalData,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error("DAC codec (--dac): {0}")]
+    Dac(#[from] DacError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -35,6 +47,9 @@ pub struct ExportOptions {
     pub max_text_len: Option<usize>,
     /// Cache length of the decoder step (default: the config's, 3072 for Dia-1.6B).
     pub max_frames: Option<usize>,
+    /// DAC codec directory (transformers or descript layout): when given, the bundle also gets
+    /// the float32 `dac_decoder` and `dac_encoder` graphs.
+    pub dac: Option<PathBuf>,
 }
 
 /// What an export wrote.
@@ -64,13 +79,16 @@ fn specs(values: &[dia_graphs::Value]) -> Vec<TensorSpec> {
 }
 
 /// Builds one graph with `build`, writing `<stem>.onnx` and `<stem>.weights` into `dir`.
-fn write_graph(
+fn write_graph<E>(
     dir: &Path,
     stem: &str,
     doc: &str,
     files: &mut Vec<(String, u64)>,
-    build: impl FnOnce(&mut Builder) -> Result<(), CheckpointError>,
-) -> Result<GraphSpec, ExportError> {
+    build: impl FnOnce(&mut Builder) -> Result<(), E>,
+) -> Result<GraphSpec, ExportError>
+where
+    ExportError: From<E>,
+{
     let weights_name = format!("{stem}.weights");
     let ext = ExternalData::create(dir, &weights_name).map_err(io(&dir.join(&weights_name)))?;
     let mut b = Builder::new(stem, Some(ext));
@@ -108,6 +126,28 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
     let ckpt = Checkpoint::open(&opts.checkpoint)?;
     let cfg = ckpt.config.clone();
     tracing::info!(layout = %ckpt.layout, dir = %opts.checkpoint.display(), "checkpoint validated");
+    // The codec is validated before anything is written, like the checkpoint.
+    let dac_ckpt = match &opts.dac {
+        Some(dir) => {
+            let c = DacCheckpoint::open(dir)?;
+            tracing::info!(
+                layout = %c.layout,
+                file = %c.weights_path().display(),
+                default_config = c.default_config,
+                "DAC codec validated"
+            );
+            let channels = cfg.decoder_config.num_channels;
+            if c.config.n_codebooks != channels {
+                return Err(ExportError::Options(format!(
+                    "--dac {}: the codec has {} codebooks but the Dia model has {channels} audio channels",
+                    dir.display(),
+                    c.config.n_codebooks
+                )));
+            }
+            Some(c)
+        }
+        None => None,
+    };
 
     let cfg_text = cfg.encoder_config.max_position_embeddings;
     let cfg_frames = cfg.decoder_config.max_position_embeddings;
@@ -177,6 +217,36 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
             secs = start.elapsed().as_secs_f64(),
             "decoder_step.onnx written"
         );
+        let (mut dac_decoder, mut dac_encoder, mut dac_info) = (None, None, None);
+        if let Some(dc) = &dac_ckpt {
+            let dw = DacWeights::new(dc);
+            let dcfg = &dc.config;
+            dac_decoder = Some(write_graph(
+                &tmp,
+                "dac_decoder",
+                "DAC decoder: codes [1, n_codebooks, frames] -> waveform [1, 1, frames * hop_length]",
+                &mut files,
+                |b| dac::build_dac_decoder(b, &dw, dcfg),
+            )?);
+            dac_encoder = Some(write_graph(
+                &tmp,
+                "dac_encoder",
+                "DAC encoder: waveform [1, 1, samples] (zero-padded on the right to a multiple of hop_length) -> codes [1, n_codebooks, samples / hop_length]",
+                &mut files,
+                |b| dac::build_dac_encoder(b, &dw, dcfg),
+            )?);
+            dac_info = Some(DacInfo {
+                sample_rate: dcfg.sampling_rate,
+                hop_length: dcfg.hop_length,
+                n_codebooks: dcfg.n_codebooks,
+                codebook_size: dcfg.codebook_size,
+                source_layout: dc.layout.name().to_string(),
+            });
+            tracing::info!(
+                secs = start.elapsed().as_secs_f64(),
+                "dac_decoder.onnx and dac_encoder.onnx written"
+            );
+        }
         let manifest = Manifest {
             format_version: FORMAT_VERSION,
             producer: format!("dia-export {}", env!("CARGO_PKG_VERSION")),
@@ -188,10 +258,10 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
             graphs: Graphs {
                 encoder: enc,
                 decoder_step: dec,
-                dac_decoder: None,
-                dac_encoder: None,
+                dac_decoder,
+                dac_encoder,
             },
-            dac: None,
+            dac: dac_info,
         };
         let path = tmp.join(MANIFEST_FILE);
         let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises");

@@ -1,4 +1,5 @@
-//! `dia-export CHECKPOINT_DIR --out BUNDLE_DIR [--dtype f32|f16] [--max-text-len N] [--max-frames N]`
+//! `dia-export CHECKPOINT_DIR --out BUNDLE_DIR [--dtype f32|f16] [--max-text-len N] [--max-frames N]
+//! [--dac DAC_DIR]`
 
 use std::path::PathBuf;
 
@@ -31,6 +32,11 @@ struct Args {
     /// Most frames one generation can have: the decoder's cache length (default: the model's, 3072).
     #[arg(long)]
     max_frames: Option<usize>,
+    /// DAC codec directory (config.json + model.safetensors, transformers or descript layout,
+    /// e.g. the Hub's descript/dac_44khz): also export the codec's decoder and encoder
+    /// (always float32).
+    #[arg(long)]
+    dac: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
@@ -50,6 +56,7 @@ fn main() -> Result<()> {
         },
         max_text_len: args.max_text_len,
         max_frames: args.max_frames,
+        dac: args.dac,
     })?;
     for (name, size) in &report.files {
         println!("{:>14}  {}", size, args.out.join(name).display());
@@ -62,5 +69,11 @@ fn main() -> Result<()> {
         report.manifest.max_frames,
         report.seconds
     );
+    if let Some(dac) = &report.manifest.dac {
+        println!(
+            "with the DAC codec ({} layout, {} Hz, {} codebooks, hop {}; float32)",
+            dac.source_layout, dac.sample_rate, dac.n_codebooks, dac.hop_length
+        );
+    }
     Ok(())
 }

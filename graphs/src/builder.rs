@@ -1,9 +1,12 @@
 //! A small typed ONNX graph builder.
 //!
-//! Every [`Value`] carries its element type and static shape, and every op checks its operands
+//! Every [`Value`] carries its element type and shape, and every op checks its operands
 //! and infers its result's shape, so a wiring mistake in a layer fails at export time with the
-//! names of the values involved rather than at load time inside ONNX Runtime. All our graphs
-//! have static shapes (the decoder step is fixed-shape by design), so no symbolic dims exist.
+//! names of the values involved rather than at load time inside ONNX Runtime. Dia's graphs have
+//! static shapes (the decoder step is fixed-shape by design). The DAC graphs have one dynamic
+//! dim (frames or samples): a dynamic dim is [`DYN`] (-1) in `Value.shape`, it propagates
+//! through shape inference (checks involving it are left to the runtime), and graph inputs and
+//! outputs name it with a `dim_param` ([`Builder::input_dyn`], [`Builder::output_dyn`]).
 //!
 //! Large initializers (weights) go to an [`ExternalData`] file as they are added, so the
 //! protobuf stays small (the real model is over protobuf's 2 GB limit) and weights are streamed.
@@ -21,6 +24,9 @@ use crate::onnx::{
 /// ONNX IR version and default-domain opset our graphs are written against.
 pub const IR_VERSION: i64 = 8;
 pub const OPSET: i64 = 17;
+
+/// A dynamic (symbolic) dim in `Value.shape`.
+pub const DYN: i64 = -1;
 
 /// Element types (values of `TensorProto.DataType`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,7 +74,7 @@ impl DType {
     }
 }
 
-/// A value in the graph: a name plus its element type and static shape.
+/// A value in the graph: a name plus its element type and shape ([`DYN`] for a dynamic dim).
 #[derive(Clone, Debug)]
 pub struct Value {
     pub name: String,
@@ -80,8 +86,38 @@ impl Value {
     pub fn rank(&self) -> usize {
         self.shape.len()
     }
+    /// Element count; [`DYN`] when a dim is dynamic.
     pub fn numel(&self) -> i64 {
-        self.shape.iter().product()
+        if self.is_static() {
+            self.shape.iter().product()
+        } else {
+            DYN
+        }
+    }
+    /// Whether every dim is known at export time.
+    pub fn is_static(&self) -> bool {
+        self.shape.iter().all(|&d| d != DYN)
+    }
+}
+
+/// Attributes of a 1-D convolution, with PyTorch's `Conv1d` / `ConvTranspose1d` meaning
+/// (`padding` on both sides).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv1d {
+    pub stride: i64,
+    pub padding: i64,
+    pub dilation: i64,
+    pub groups: i64,
+}
+
+impl Default for Conv1d {
+    fn default() -> Self {
+        Self {
+            stride: 1,
+            padding: 0,
+            dilation: 1,
+            groups: 1,
+        }
     }
 }
 
@@ -164,6 +200,13 @@ fn attr_ints(name: &str, ints: &[i64]) -> AttributeProto {
 }
 
 fn value_info(v: &Value) -> ValueInfoProto {
+    value_info_dyn(v, &[])
+}
+
+/// Value info whose dynamic dims are named, in order, by `dim_params` (unnamed ones are left
+/// unknown).
+fn value_info_dyn(v: &Value, dim_params: &[&str]) -> ValueInfoProto {
+    let mut params = dim_params.iter();
     ValueInfoProto {
         name: v.name.clone(),
         r#type: Some(TypeProto {
@@ -174,7 +217,13 @@ fn value_info(v: &Value) -> ValueInfoProto {
                         .shape
                         .iter()
                         .map(|&d| Dimension {
-                            value: Some(DimensionValue::DimValue(d)),
+                            value: if d == DYN {
+                                params
+                                    .next()
+                                    .map(|p| DimensionValue::DimParam(p.to_string()))
+                            } else {
+                                Some(DimensionValue::DimValue(d))
+                            },
                         })
                         .collect(),
                 }),
@@ -184,7 +233,8 @@ fn value_info(v: &Value) -> ValueInfoProto {
     }
 }
 
-/// Numpy-style broadcast of two static shapes.
+/// Numpy-style broadcast of two shapes. A dynamic dim against 1 stays dynamic; against a
+/// static dim > 1 it is taken to be that dim (the runtime checks it).
 fn broadcast(a: &Value, b: &Value, op: &str) -> Vec<i64> {
     let n = a.rank().max(b.rank());
     let mut out = vec![0; n];
@@ -201,8 +251,10 @@ fn broadcast(a: &Value, b: &Value, op: &str) -> Vec<i64> {
         };
         *o = if da == db || db == 1 {
             da
-        } else if da == 1 {
+        } else if da == 1 || da == DYN {
             db
+        } else if db == DYN {
+            da
         } else {
             panic!(
                 "{op}: cannot broadcast {} {:?} with {} {:?}",
@@ -311,8 +363,38 @@ impl Builder {
         v
     }
 
+    /// A graph input with dynamic dims ([`DYN`] in `shape`), named in order by `dim_params`
+    /// (`"frames"`, `"samples"`), as ONNX `dim_param`s.
+    pub fn input_dyn(
+        &mut self,
+        name: &str,
+        dtype: DType,
+        shape: &[i64],
+        dim_params: &[&str],
+    ) -> Value {
+        assert_eq!(
+            shape.iter().filter(|&&d| d == DYN).count(),
+            dim_params.len(),
+            "input {name} {shape:?}: one name per dynamic dim"
+        );
+        let v = Value {
+            name: name.into(),
+            dtype,
+            shape: shape.to_vec(),
+        };
+        self.graph.input.push(value_info_dyn(&v, dim_params));
+        self.inputs.push(v.clone());
+        v
+    }
+
     /// Exposes `v` as a graph output called `name`.
     pub fn output(&mut self, v: &Value, name: &str) {
+        self.output_dyn(v, name, &[]);
+    }
+
+    /// Exposes `v` as a graph output called `name`, its dynamic dims named in order by
+    /// `dim_params`.
+    pub fn output_dyn(&mut self, v: &Value, name: &str, dim_params: &[&str]) {
         let out = Value {
             name: name.into(),
             dtype: v.dtype,
@@ -325,7 +407,7 @@ impl Builder {
             op_type: "Identity".into(),
             ..Default::default()
         });
-        self.graph.output.push(value_info(&out));
+        self.graph.output.push(value_info_dyn(&out, dim_params));
         self.outputs.push(out);
     }
 
@@ -450,6 +532,10 @@ impl Builder {
     pub fn div(&mut self, a: &Value, b: &Value) -> Value {
         self.binary("Div", a, b)
     }
+    /// Elementwise maximum of two values (broadcast).
+    pub fn max(&mut self, a: &Value, b: &Value) -> Value {
+        self.binary("Max", a, b)
+    }
 
     fn compare(&mut self, op: &str, a: &Value, b: &Value) -> Value {
         assert_eq!(a.dtype, b.dtype, "{op}: operand types differ");
@@ -483,6 +569,9 @@ impl Builder {
     }
     pub fn tanh(&mut self, x: &Value) -> Value {
         self.unary("Tanh", x)
+    }
+    pub fn neg(&mut self, x: &Value) -> Value {
+        self.unary("Neg", x)
     }
 
     /// `Where(cond, a, b)`.
@@ -573,6 +662,37 @@ impl Builder {
         )
     }
 
+    /// ReduceL2, `sqrt(sum(x²))` (axes as an attribute up to opset 17).
+    pub fn reduce_l2(&mut self, x: &Value, axes: &[i64], keepdims: bool) -> Value {
+        let shape = Self::reduced_shape(x, axes, keepdims);
+        self.node(
+            "ReduceL2",
+            &[x],
+            vec![
+                attr_ints("axes", axes),
+                attr_int("keepdims", keepdims as i64),
+            ],
+            x.dtype,
+            shape,
+        )
+    }
+
+    /// ArgMax over `axis` (int64 indices; the first index among equal maxima, as `torch.max`).
+    pub fn argmax(&mut self, x: &Value, axis: i64, keepdims: bool) -> Value {
+        let shape = Self::reduced_shape(x, &[axis], keepdims);
+        self.node(
+            "ArgMax",
+            &[x],
+            vec![
+                attr_int("axis", axis),
+                attr_int("keepdims", keepdims as i64),
+                attr_int("select_last_index", 0),
+            ],
+            DType::I64,
+            shape,
+        )
+    }
+
     // ---- linear algebra ----
 
     /// Numpy matmul semantics over the two trailing dims, batch dims broadcast.
@@ -588,10 +708,13 @@ impl Builder {
         );
         let (m, k) = (a.shape[a.rank() - 2], a.shape[a.rank() - 1]);
         let (k2, n) = (b.shape[b.rank() - 2], b.shape[b.rank() - 1]);
-        assert_eq!(
-            k, k2,
+        assert!(
+            k == k2 || k == DYN || k2 == DYN,
             "MatMul: {} {:?} times {} {:?}: inner dims differ",
-            a.name, a.shape, b.name, b.shape
+            a.name,
+            a.shape,
+            b.name,
+            b.shape
         );
         let ab = Value {
             name: a.name.clone(),
@@ -608,26 +731,172 @@ impl Builder {
         self.node("MatMul", &[a, b], vec![], a.dtype, shape)
     }
 
+    /// 1-D convolution, PyTorch `Conv1d`: `x` `[N, C, L]`, `w` `[M, C/groups, K]`, optional
+    /// bias `[M]`; returns `[N, M, (L + 2p - d(K-1) - 1)/s + 1]`.
+    pub fn conv1d(&mut self, x: &Value, w: &Value, bias: Option<&Value>, p: Conv1d) -> Value {
+        assert!(
+            x.rank() == 3 && w.rank() == 3,
+            "Conv: {} {:?} with kernel {} {:?}: need [N, C, L] and [M, C/groups, K]",
+            x.name,
+            x.shape,
+            w.name,
+            w.shape
+        );
+        assert!(
+            x.shape[1] == DYN || x.shape[1] == w.shape[1] * p.groups,
+            "Conv: {} {:?} has {} channels but kernel {} {:?} with {} groups takes {}",
+            x.name,
+            x.shape,
+            x.shape[1],
+            w.name,
+            w.shape,
+            p.groups,
+            w.shape[1] * p.groups
+        );
+        let k = w.shape[2];
+        let len = if x.shape[2] == DYN {
+            DYN
+        } else {
+            let span = x.shape[2] + 2 * p.padding - p.dilation * (k - 1) - 1;
+            assert!(
+                span >= 0,
+                "Conv: {} {:?} is shorter than the kernel {} {:?}",
+                x.name,
+                x.shape,
+                w.name,
+                w.shape
+            );
+            span / p.stride + 1
+        };
+        self.conv_node("Conv", x, w, bias, p, vec![x.shape[0], w.shape[0], len])
+    }
+
+    /// 1-D transposed convolution, PyTorch `ConvTranspose1d`: `x` `[N, C, L]`, `w`
+    /// `[C, M/groups, K]`, optional bias `[M]`; returns `[N, M, (L-1)s - 2p + d(K-1) + 1]`.
+    pub fn conv_transpose1d(
+        &mut self,
+        x: &Value,
+        w: &Value,
+        bias: Option<&Value>,
+        p: Conv1d,
+    ) -> Value {
+        assert!(
+            x.rank() == 3 && w.rank() == 3,
+            "ConvTranspose: {} {:?} with kernel {} {:?}: need [N, C, L] and [C, M/groups, K]",
+            x.name,
+            x.shape,
+            w.name,
+            w.shape
+        );
+        assert!(
+            x.shape[1] == DYN || x.shape[1] == w.shape[0],
+            "ConvTranspose: {} {:?} has {} channels but kernel {} {:?} takes {}",
+            x.name,
+            x.shape,
+            x.shape[1],
+            w.name,
+            w.shape,
+            w.shape[0]
+        );
+        let k = w.shape[2];
+        let len = if x.shape[2] == DYN {
+            DYN
+        } else {
+            (x.shape[2] - 1) * p.stride - 2 * p.padding + p.dilation * (k - 1) + 1
+        };
+        let m = w.shape[1] * p.groups;
+        self.conv_node("ConvTranspose", x, w, bias, p, vec![x.shape[0], m, len])
+    }
+
+    fn conv_node(
+        &mut self,
+        op: &str,
+        x: &Value,
+        w: &Value,
+        bias: Option<&Value>,
+        p: Conv1d,
+        shape: Vec<i64>,
+    ) -> Value {
+        assert_eq!(
+            x.dtype, w.dtype,
+            "{op}: {} and {} differ in type",
+            x.name, w.name
+        );
+        let mut inputs = vec![x, w];
+        if let Some(b) = bias {
+            assert_eq!(
+                b.shape,
+                vec![shape[1]],
+                "{op}: bias {} {:?} for {} output channels",
+                b.name,
+                b.shape,
+                shape[1]
+            );
+            inputs.push(b);
+        }
+        let attrs = vec![
+            attr_ints("kernel_shape", &[w.shape[2]]),
+            attr_ints("strides", &[p.stride]),
+            attr_ints("pads", &[p.padding, p.padding]),
+            attr_ints("dilations", &[p.dilation]),
+            attr_int("group", p.groups),
+        ];
+        self.node(op, &inputs, attrs, x.dtype, shape)
+    }
+
     // ---- shape manipulation ----
 
-    /// Reshape to a fully static shape (no -1 or 0 placeholders).
+    /// Reshape to explicit dims, at most one of them -1 (inferred, as ONNX does; it stays
+    /// dynamic when `x` has a dynamic dim). No 0 placeholders.
     pub fn reshape(&mut self, x: &Value, shape: &[i64]) -> Value {
         assert!(
-            shape.iter().all(|&d| d > 0),
-            "reshape to {shape:?}: dims must be explicit"
+            shape.iter().all(|&d| d > 0 || d == -1)
+                && shape.iter().filter(|&&d| d == -1).count() <= 1,
+            "reshape to {shape:?}: dims must be explicit (one -1 at most)"
         );
-        assert_eq!(
-            x.numel(),
-            shape.iter().product::<i64>(),
-            "reshape {} {:?} to {shape:?}: element counts differ",
-            x.name,
-            x.shape
-        );
-        if x.shape == shape {
+        let known: i64 = shape.iter().filter(|&&d| d > 0).product();
+        let mut out = shape.to_vec();
+        if x.is_static() {
+            if let Some(i) = shape.iter().position(|&d| d == -1) {
+                assert!(
+                    x.numel() % known == 0,
+                    "reshape {} {:?} to {shape:?}: element counts differ",
+                    x.name,
+                    x.shape
+                );
+                out[i] = x.numel() / known;
+            }
+            assert_eq!(
+                x.numel(),
+                out.iter().product::<i64>(),
+                "reshape {} {:?} to {shape:?}: element counts differ",
+                x.name,
+                x.shape
+            );
+        }
+        if x.shape == out {
             return x.clone();
         }
         let s = self.const_i64(shape, &[shape.len() as i64]);
-        self.node("Reshape", &[x, &s], vec![], x.dtype, shape.to_vec())
+        self.node("Reshape", &[x, &s], vec![], x.dtype, out)
+    }
+
+    /// `x[.., start..end, ..]` on `axis`; negative bounds count from the end, as in Python
+    /// (`i64::MAX` for "to the end").
+    pub fn slice(&mut self, x: &Value, axis: i64, start: i64, end: i64) -> Value {
+        let ax = norm_axis(axis, x.rank());
+        let mut shape = x.shape.clone();
+        let n = x.shape[ax];
+        shape[ax] = if n == DYN {
+            DYN
+        } else {
+            let clamp = |i: i64| if i < 0 { (n + i).max(0) } else { i.min(n) };
+            (clamp(end) - clamp(start)).max(0)
+        };
+        let starts = self.const_i64(&[start], &[1]);
+        let ends = self.const_i64(&[end], &[1]);
+        let axes = self.const_i64(&[axis], &[1]);
+        self.node("Slice", &[x, &starts, &ends, &axes], vec![], x.dtype, shape)
     }
 
     pub fn transpose(&mut self, x: &Value, perm: &[i64]) -> Value {
@@ -662,13 +931,20 @@ impl Builder {
     pub fn concat(&mut self, xs: &[&Value], axis: i64) -> Value {
         let ax = norm_axis(axis, xs[0].rank());
         let mut shape = xs[0].shape.clone();
-        shape[ax] = xs.iter().map(|v| v.shape[ax]).sum();
+        shape[ax] = if xs.iter().any(|v| v.shape[ax] == DYN) {
+            DYN
+        } else {
+            xs.iter().map(|v| v.shape[ax]).sum()
+        };
         for v in xs {
             assert_eq!(v.dtype, xs[0].dtype, "Concat: mixed types");
             assert_eq!(v.rank(), xs[0].rank(), "Concat: mixed ranks");
             for i in 0..v.rank() {
                 assert!(
-                    i == ax || v.shape[i] == xs[0].shape[i],
+                    i == ax
+                        || v.shape[i] == xs[0].shape[i]
+                        || v.shape[i] == DYN
+                        || xs[0].shape[i] == DYN,
                     "Concat on axis {axis}: {} {:?} vs {} {:?}",
                     v.name,
                     v.shape,
@@ -689,9 +965,8 @@ impl Builder {
     /// Splits `x` along `axis` into pieces of the given sizes.
     pub fn split(&mut self, x: &Value, axis: i64, sizes: &[i64]) -> Vec<Value> {
         let ax = norm_axis(axis, x.rank());
-        assert_eq!(
-            sizes.iter().sum::<i64>(),
-            x.shape[ax],
+        assert!(
+            x.shape[ax] == DYN || sizes.iter().sum::<i64>() == x.shape[ax],
             "split {} {:?} on axis {axis} into {sizes:?}",
             x.name,
             x.shape
@@ -781,6 +1056,98 @@ mod tests {
         assert_eq!(b.gather(&table, &idx, 0).shape, vec![2, 9, 3]);
         let parts = b.split(&x, -1, &[2, 4]);
         assert_eq!(parts[1].shape, vec![2, 4]);
+    }
+
+    #[test]
+    fn conv_shapes_follow_pytorch() {
+        let mut b = Builder::new("t", None);
+        let x = b.input("x", DType::F32, &[1, 4, 100]);
+        let w = b.input("w", DType::F32, &[8, 4, 7]);
+        let same = Conv1d {
+            padding: 9,
+            dilation: 3,
+            ..Default::default()
+        };
+        assert_eq!(b.conv1d(&x, &w, None, same).shape, vec![1, 8, 100]);
+        let w = b.input("w2", DType::F32, &[8, 4, 16]);
+        let down = Conv1d {
+            stride: 8,
+            padding: 4,
+            ..Default::default()
+        };
+        assert_eq!(b.conv1d(&x, &w, None, down).shape, vec![1, 8, 12]);
+        // ConvTranspose1d weights are [in, out, k]: 4 -> 2 channels, length x8.
+        let wt = b.input("wt", DType::F32, &[4, 2, 16]);
+        assert_eq!(
+            b.conv_transpose1d(&x, &wt, None, down).shape,
+            vec![1, 2, 800]
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "has 4 channels but kernel")]
+    fn conv_rejects_channel_mismatch() {
+        let mut b = Builder::new("t", None);
+        let x = b.input("x", DType::F32, &[1, 4, 10]);
+        let w = b.input("w", DType::F32, &[8, 3, 1]);
+        b.conv1d(&x, &w, None, Conv1d::default());
+    }
+
+    #[test]
+    fn dynamic_dims_propagate_and_are_named() {
+        let mut b = Builder::new("t", None);
+        let x = b.input_dyn("x", DType::F32, &[1, 4, DYN], &["frames"]);
+        let w = b.input("w", DType::F32, &[4, 2, 4]);
+        let up = Conv1d {
+            stride: 2,
+            padding: 1,
+            ..Default::default()
+        };
+        let y = b.conv_transpose1d(&x, &w, None, up);
+        assert_eq!(y.shape, vec![1, 2, DYN]);
+        let s = b.input("s", DType::F32, &[1, 2, 1]);
+        assert_eq!(b.mul(&s, &y).shape, vec![1, 2, DYN]);
+        assert_eq!(b.reshape(&y, &[2, -1]).shape, vec![2, DYN]);
+        assert_eq!(b.transpose(&y, &[0, 2, 1]).shape, vec![1, DYN, 2]);
+        assert_eq!(b.reduce_l2(&y, &[1], true).shape, vec![1, 1, DYN]);
+        assert_eq!(b.argmax(&y, 1, false).shape, vec![1, DYN]);
+        assert_eq!(b.argmax(&y, 1, false).dtype, DType::I64);
+        assert_eq!(b.concat(&[&y, &y], 1).shape, vec![1, 4, DYN]);
+        assert_eq!(b.concat(&[&y, &y], 2).shape, vec![1, 2, DYN]);
+        b.output_dyn(&y, "y", &["samples"]);
+        let (model, _) = b.finish("", &[]).unwrap();
+        let g = model.graph.unwrap();
+        let dims = |vi: &ValueInfoProto| -> Vec<Option<DimensionValue>> {
+            let t = vi.r#type.as_ref().unwrap().tensor_type.as_ref().unwrap();
+            t.shape
+                .as_ref()
+                .unwrap()
+                .dim
+                .iter()
+                .map(|d| d.value.clone())
+                .collect()
+        };
+        assert_eq!(
+            dims(&g.input[0]),
+            vec![
+                Some(DimensionValue::DimValue(1)),
+                Some(DimensionValue::DimValue(4)),
+                Some(DimensionValue::DimParam("frames".into()))
+            ]
+        );
+        assert_eq!(
+            dims(&g.output[0])[2],
+            Some(DimensionValue::DimParam("samples".into()))
+        );
+    }
+
+    #[test]
+    fn reshape_infers_one_dim_and_slice_counts_from_the_end() {
+        let mut b = Builder::new("t", None);
+        let x = b.input("x", DType::F32, &[2, 3, 4]);
+        assert_eq!(b.reshape(&x, &[-1, 4]).shape, vec![6, 4]);
+        assert_eq!(b.slice(&x, -1, 1, -1).shape, vec![2, 3, 2]);
+        assert_eq!(b.slice(&x, 1, 1, i64::MAX).shape, vec![2, 2, 4]);
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! - [`checkpoint`]: a Dia checkpoint in the nari-labs or `transformers` layout.
 //! - Dia's blocks, one function each, mirroring the PyTorch modules: [`norm`], [`rope`],
 //!   [`attention`], [`mlp`]; and the two graphs, [`encoder`] and [`decoder`].
+//! - [`dac`]: the audio codec (DAC 44.1 kHz) as two graphs, codes -> waveform and back, with
+//!   its own checkpoint reader (transformers or descript layout, weight norm folded).
 //!
 //! # The decoder step and its KV cache
 //!
@@ -21,6 +23,7 @@
 pub mod attention;
 pub mod builder;
 pub mod checkpoint;
+pub mod dac;
 pub mod decoder;
 pub mod encoder;
 pub mod mlp;
@@ -32,3 +35,4 @@ pub mod weights;
 
 pub use builder::{Builder, DType, ExternalData, Value};
 pub use checkpoint::{Checkpoint, CheckpointError, Layout};
+pub use dac::{DacCheckpoint, DacConfig, DacError, DacLayout, DacWeights};

@@ -19,7 +19,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Load once: sessions, weights and the manifest are shared by every generation.
     let model = Arc::new(DiaModel::load(&bundle, &ModelOptions::default())?);
-    let lines = ["[S1] Good morning.", "[S2] Morning! (laughs)", "[S1] Ready?"];
+    let lines = [
+        "[S1] Good morning.",
+        "[S2] Morning! (laughs)",
+        "[S1] Ready?",
+    ];
 
     let handles: Vec<_> = lines
         .iter()
@@ -38,7 +42,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let gen = model.generate(&line, &opts, |_| {})?;
                 if model.has_codec() {
                     let audio = model.decode_audio(&gen.codes)?;
-                    let rate = model.manifest().dac.as_ref().map_or(44100, |d| d.sample_rate);
+                    let rate = model
+                        .manifest()
+                        .dac
+                        .as_ref()
+                        .map_or(44100, |d| d.sample_rate);
                     let path = out.join(format!("line-{i}.wav"));
                     write_wav(&path, &audio, rate, WavFormat::Pcm16)?;
                     Ok(path)

@@ -28,6 +28,9 @@ pub struct GenerateOptions {
     /// Codes `[frames, C]` of a voice prompt (its transcript goes at the start of the text),
     /// prefilled into the decoder as the reference's `audio_prompt`.
     pub audio_prompt: Option<Frames>,
+    /// Benchmarks only: run all `max_tokens` steps even if channel 0 says EOS, so runs of
+    /// different models take the same number of steps.
+    pub ignore_eos: bool,
 }
 
 impl Default for GenerateOptions {
@@ -40,6 +43,7 @@ impl Default for GenerateOptions {
             cfg_filter_top_k: 45,
             seed: None,
             audio_prompt: None,
+            ignore_eos: false,
         }
     }
 }
@@ -188,7 +192,7 @@ impl DiaModel {
                 first_step_s = t1.elapsed().as_secs_f64();
             }
 
-            let is_eos = !eos_detected && pred[0] == eos;
+            let is_eos = !eos_detected && pred[0] == eos && !opts.ignore_eos;
             let is_max_len = current >= max_tokens.saturating_sub(max_delay);
             if is_eos && eos_step.is_none() {
                 eos_step = Some(dec_step);

@@ -71,6 +71,9 @@ struct Args {
     /// Print the summary as one JSON object on stdout.
     #[arg(long)]
     json: bool,
+    /// Benchmark: run --max-tokens steps (EOS ignored), write nothing, report speed.
+    #[arg(long)]
+    bench: bool,
 }
 
 fn read_text(args: &Args) -> Result<String> {
@@ -115,6 +118,14 @@ fn check_writable(path: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// Peak resident set size of this process in MB (Linux), for the summary.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -125,7 +136,7 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let start = Instant::now();
     let mut text = read_text(&args)?;
-    if args.out.is_none() && args.save_codes.is_none() {
+    if args.out.is_none() && args.save_codes.is_none() && !args.bench {
         bail!("nothing to write: give --out speech.wav and/or --save-codes codes.npy");
     }
     for p in args.out.iter().chain(args.save_codes.iter()) {
@@ -170,6 +181,7 @@ fn main() -> Result<()> {
         cfg_filter_top_k: args.cfg_filter_top_k,
         seed: args.seed,
         audio_prompt,
+        ignore_eos: args.bench,
     };
     let frame_rate = model.manifest().dac.as_ref().map_or(44100.0 / 512.0, |d| {
         d.sample_rate as f64 / d.hop_length as f64
@@ -237,6 +249,8 @@ fn main() -> Result<()> {
         "dac_seconds": dac_s,
         "total_seconds": start.elapsed().as_secs_f64(),
         "provider": model.provider().name(),
+        "peak_rss_mb": peak_rss_mb(),
+        "threads": args.threads,
         "out": args.out.as_ref().map(|p| p.display().to_string()),
         "codes": args.save_codes.as_ref().map(|p| p.display().to_string()),
     });

@@ -1,6 +1,8 @@
 //! Shared helpers of the end-to-end tests: fixture paths, bundles exported once per test
 //! binary, the built binaries, and the error metric of the parity tests.
 
+pub mod dac;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -54,6 +56,7 @@ pub fn bundle(layout: &str) -> PathBuf {
                     dtype: DType::F32,
                     max_text_len: None,
                     max_frames: None,
+                    dac: None,
                 })
                 .unwrap_or_else(|e| panic!("export {l}: {e}"));
                 out

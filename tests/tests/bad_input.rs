@@ -50,6 +50,7 @@ fn export_err(ckpt: &Path) -> String {
         dtype: DType::F32,
         max_text_len: None,
         max_frames: None,
+        dac: None,
     })
     .expect_err("export of a bad checkpoint must fail")
     .to_string();

@@ -104,6 +104,7 @@ fn greedy_codes_match_reference_token_for_token() {
                         data: p.iter().cloned().collect(),
                     }
                 }),
+                ignore_eos: false,
             };
             let gen = model
                 .generate(case["text"].as_str().unwrap(), &opts, |_| {})
