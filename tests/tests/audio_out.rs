@@ -139,7 +139,7 @@ fn voice_prompt_from_a_stereo_wav_at_another_rate() {
     // 17 prompt frames + BOS are prefilled; the rest of the 80 steps generate.
     let frames = codes_of(&codes);
     assert!(
-        frames.len() > 0 && frames.len() <= 80 - 18 - 15 + 1,
+        !frames.is_empty() && frames.len() <= 80 - 18 - 15 + 1,
         "{summary}"
     );
     assert_eq!(frames.channels, 9);
