@@ -90,12 +90,7 @@ pub fn self_attention_full(
     let (q, k, v) = qkv(b, w, x, heads, dim)?;
     let attn = b.scoped(w.prefix(), |b| {
         let (bsz, t) = (x.shape[0], x.shape[1]);
-        let (h, kv, d, g) = (
-            heads.q as i64,
-            heads.kv as i64,
-            heads.dim as i64,
-            heads.group() as i64,
-        );
+        let (h, d, g) = (heads.q as i64, heads.dim as i64, heads.group() as i64);
         let q = apply_rope(b, &q, cos, sin);
         let k = apply_rope(b, &k, cos, sin);
         let q = b.transpose(&q, &[0, 2, 1, 3]); // [B,H,T,d]
@@ -103,11 +98,12 @@ pub fn self_attention_full(
         let mut v = b.transpose(&v, &[0, 2, 1, 3]); // [B,KV,T,d]
         if g > 1 {
             // Full-sequence attention runs once per utterance: repeating K/V is fine here.
+            // (Expand broadcasts, so 1 keeps the possibly dynamic text length.)
             let ku = b.unsqueeze(&kt, &[2]);
-            let ke = b.expand(&ku, &[bsz, kv, g, d, t]);
+            let ke = b.expand(&ku, &[1, 1, g, 1, 1]);
             kt = b.reshape(&ke, &[bsz, h, d, t]);
             let vu = b.unsqueeze(&v, &[2]);
-            let ve = b.expand(&vu, &[bsz, kv, g, t, d]);
+            let ve = b.expand(&vu, &[1, 1, g, 1, 1]);
             v = b.reshape(&ve, &[bsz, h, t, d]);
         }
         let scores = b.matmul(&q, &kt); // [B,H,T,T]

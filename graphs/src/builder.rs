@@ -899,6 +899,23 @@ impl Builder {
         self.node("Slice", &[x, &starts, &ends, &axes], vec![], x.dtype, shape)
     }
 
+    /// `Shape(x)`: the runtime shape as an int64 vector.
+    pub fn shape_of(&mut self, x: &Value) -> Value {
+        self.node("Shape", &[x], vec![], DType::I64, vec![x.rank() as i64])
+    }
+
+    /// `x[.., 0..end, ..]` on `axis` with `end` a one-element int64 value known at run time;
+    /// the sliced dim becomes dynamic.
+    pub fn slice_to(&mut self, x: &Value, axis: i64, end: &Value) -> Value {
+        assert_eq!(end.dtype, DType::I64, "slice_to: end must be int64");
+        let ax = norm_axis(axis, x.rank());
+        let mut shape = x.shape.clone();
+        shape[ax] = DYN;
+        let starts = self.const_i64(&[0], &[1]);
+        let axes = self.const_i64(&[axis], &[1]);
+        self.node("Slice", &[x, &starts, end, &axes], vec![], x.dtype, shape)
+    }
+
     pub fn transpose(&mut self, x: &Value, perm: &[i64]) -> Value {
         assert_eq!(perm.len(), x.rank(), "transpose {}: perm {perm:?}", x.name);
         let shape = perm.iter().map(|&p| x.shape[p as usize]).collect();

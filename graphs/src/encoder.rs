@@ -6,11 +6,16 @@
 //! rows carry the conditional text's mask, as the reference does).
 //! Outputs: `encoder_states` float32 `[2, T, E]`, and per decoder layer i `cross_k_{i}`
 //! `[2, KVc, d, T]` (transposed) and `cross_v_{i}` `[2, KVc, T, d]` in the bundle dtype.
+//!
+//! `T` (`text_len`) is dynamic, up to the exported text length. The reference pads every text
+//! to that length, but a padded position only ever attends to other padded positions and the
+//! decoder never attends to them, so running the text's own tokens alone gives the same
+//! results at a fraction of the cost; the runtime does that and pads the cross K/V itself.
 
 use dia_bundle::DiaConfig;
 
 use crate::attention::{cross_kv, self_attention_full, Heads};
-use crate::builder::{Builder, DType, Value};
+use crate::builder::{Builder, DType, Value, DYN};
 use crate::checkpoint::CheckpointError;
 use crate::mlp::mlp;
 use crate::norm::rms_norm;
@@ -59,8 +64,8 @@ pub fn build_encoder(
     let e = &cfg.encoder_config;
     let d = &cfg.decoder_config;
     let t = text_len as i64;
-    let tokens = b.input("text_tokens", DType::I64, &[PAIR, t]);
-    let mask = b.input("text_mask", DType::Bool, &[PAIR, t]);
+    let tokens = b.input_dyn("text_tokens", DType::I64, &[PAIR, DYN], &["text_len"]);
+    let mask = b.input_dyn("text_mask", DType::Bool, &[PAIR, DYN], &["text_len"]);
 
     let enc = w.pp("encoder");
     let emb = enc.tensor("embedding", &[e.vocab_size, e.hidden_size])?;
@@ -88,6 +93,12 @@ pub fn build_encoder(
         &[t, 1, half],
         &f32_bytes(&sin),
     );
+    // The table rows of this text's positions.
+    let (cos, sin) = b.scoped("encoder.rope", |b| {
+        let shape = b.shape_of(&tokens);
+        let len = b.slice(&shape, 0, 1, 2);
+        (b.slice_to(&cos, 0, &len), b.slice_to(&sin, 0, &len))
+    });
 
     for i in 0..e.num_hidden_layers {
         let lw = enc.pp(format!("layers.{i}"));
@@ -97,7 +108,7 @@ pub fn build_encoder(
     }
     let norm = enc.norm(b, "norm", e.hidden_size)?;
     let states = b.scoped("encoder.norm", |b| rms_norm(b, &norm, &x, e.norm_eps));
-    b.output(&states, "encoder_states");
+    b.output_dyn(&states, "encoder_states", &["text_len"]);
     let states = b.cast(&states, w.dtype);
 
     let heads = Heads {
@@ -108,8 +119,8 @@ pub fn build_encoder(
     for i in 0..d.num_hidden_layers {
         let cw = w.pp(format!("decoder.layers.{i}.cross_attention"));
         let (k, v) = cross_kv(b, &cw, &states, heads)?;
-        b.output(&k, &format!("cross_k_{i}"));
-        b.output(&v, &format!("cross_v_{i}"));
+        b.output_dyn(&k, &format!("cross_k_{i}"), &["text_len"]);
+        b.output_dyn(&v, &format!("cross_v_{i}"), &["text_len"]);
     }
     Ok(())
 }

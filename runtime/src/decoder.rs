@@ -6,6 +6,36 @@ use ort::memory::Allocator;
 use ort::session::IoBinding;
 use ort::value::{DynValue, Tensor};
 
+/// Copies the encoder's cross K (`[2, KV, d, len]`, `transposed`) or V (`[2, KV, len, d]`)
+/// into a zeroed buffer of the step graph's fixed text length `t` (once per utterance).
+fn pad_cross(
+    alloc: &Allocator,
+    v: &DynValue,
+    t: usize,
+    transposed: bool,
+) -> Result<Tensor<f32>, RuntimeError> {
+    let (shape, src) = v.try_extract_tensor::<f32>()?;
+    let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    let (rows, len, d) = if transposed {
+        (dims[0] * dims[1] * dims[2], dims[3], 1)
+    } else {
+        (dims[0] * dims[1], dims[2], dims[3])
+    };
+    let out_shape = if transposed {
+        [dims[0], dims[1], dims[2], t]
+    } else {
+        [dims[0], dims[1], t, dims[3]]
+    };
+    let mut out = Tensor::<f32>::new(alloc, out_shape)?;
+    let dst = out.extract_tensor_mut().1;
+    dst.fill(0.0);
+    // Each row holds `len` runs of `d` values; the padded row holds `t` of them.
+    for r in 0..rows {
+        dst[r * t * d..(r * t + len) * d].copy_from_slice(&src[r * len * d..(r + 1) * len * d]);
+    }
+    Ok(out)
+}
+
 use crate::error::RuntimeError;
 use crate::kv_cache::KvCache;
 use crate::model::DiaModel;
@@ -17,8 +47,8 @@ pub struct Utterance<'m> {
     step: Tensor<i64>,
     logits: Tensor<f32>,
     cache: KvCache,
-    /// Encoder outputs kept alive for the binding (cross K/V, masks).
-    _held: Vec<DynValue>,
+    /// Cross K/V buffers kept alive for the binding.
+    _held: Vec<Tensor<f32>>,
     _mask: Tensor<bool>,
 }
 
@@ -36,11 +66,16 @@ impl<'m> Utterance<'m> {
                 max: t,
             });
         }
-        // Row 0 unconditional (all pad), row 1 conditional; both use the conditional mask.
-        let mut tok = vec![0i64; 2 * t];
-        tok[t..t + text.len()].copy_from_slice(text);
-        let mask: Vec<bool> = (0..2 * t).map(|i| tok[t + i % t] != 0).collect();
-        let mut enc_out = model.run_encoder(tok, mask.clone())?;
+        // The encoder runs on the text's own tokens: row 0 unconditional (all pad), row 1
+        // conditional, both with the conditional mask (all true here). Positions past the text
+        // are padding, which the decoder's cross-attention masks out: their K/V stay zero.
+        let len = text.len();
+        let mut tok = vec![0i64; 2 * len];
+        tok[len..].copy_from_slice(text);
+        let mut enc_out = model.run_encoder(tok, vec![true; 2 * len])?;
+        let mut mask = vec![false; 2 * t];
+        mask[..len].fill(true);
+        mask[t..t + len].fill(true);
 
         let alloc = Allocator::default();
         let decoder = model.decoder_session();
@@ -64,7 +99,7 @@ impl<'m> Utterance<'m> {
         for (i, l) in cache.layers.iter_mut().enumerate() {
             binding.bind_input(format!("self_k_{i}"), &l.k)?;
             binding.bind_input(format!("self_v_{i}"), &l.v)?;
-            for kind in ["cross_k", "cross_v"] {
+            for (kind, transposed) in [("cross_k", true), ("cross_v", false)] {
                 let name = format!("{kind}_{i}");
                 let v = enc_out
                     .remove(&name)
@@ -73,8 +108,9 @@ impl<'m> Utterance<'m> {
                         kind: "output",
                         name: name.clone(),
                     })?;
-                binding.bind_input(&name, &v)?;
-                held.push(v);
+                let padded = pad_cross(&alloc, &v, t, transposed)?;
+                binding.bind_input(&name, &padded)?;
+                held.push(padded);
             }
             binding.bind_output(format!("new_k_{i}"), &mut l.new_k)?;
             binding.bind_output(format!("new_v_{i}"), &mut l.new_v)?;

@@ -261,16 +261,16 @@ impl DiaModel {
         self.decoder.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs the encoder on padded tokens and mask of the pair (`[2, T]` each, row-major);
-    /// returns its outputs by name.
+    /// Runs the encoder on the pair's tokens and mask (`[2, len]` each, row-major); returns its
+    /// outputs by name.
     pub(crate) fn run_encoder(
         &self,
         tokens: Vec<i64>,
         mask: Vec<bool>,
     ) -> Result<std::collections::HashMap<String, DynValue>, RuntimeError> {
-        let t = self.manifest.max_text_len;
-        let tok = Tensor::from_array(([2usize, t], tokens))?;
-        let msk = Tensor::from_array(([2usize, t], mask))?;
+        let len = tokens.len() / 2;
+        let tok = Tensor::from_array(([2usize, len], tokens))?;
+        let msk = Tensor::from_array(([2usize, len], mask))?;
         let mut session = self.encoder.lock().unwrap_or_else(|e| e.into_inner());
         let outputs: SessionOutputs =
             session.run(ort::inputs!["text_tokens" => tok, "text_mask" => msk])?;
@@ -281,9 +281,14 @@ impl DiaModel {
         Ok(out)
     }
 
-    /// Encoder states `[2, T, E]` for `text` (unpadded conditional tokens), for parity tests.
-    pub fn encoder_states(&self, text: &[i64]) -> Result<Vec<f32>, RuntimeError> {
-        let t = self.manifest.max_text_len;
+    /// Encoder states `[2, len, E]` for `text` (unpadded conditional tokens), padded with 0
+    /// tokens to `pad_to` first if given (as the reference pads), for parity tests.
+    pub fn encoder_states(
+        &self,
+        text: &[i64],
+        pad_to: Option<usize>,
+    ) -> Result<Vec<f32>, RuntimeError> {
+        let t = pad_to.unwrap_or(text.len()).max(text.len());
         let mut tok = vec![0i64; 2 * t];
         tok[t..t + text.len()].copy_from_slice(text);
         let mask: Vec<bool> = (0..2 * t).map(|i| tok[t + i % t] != 0).collect();

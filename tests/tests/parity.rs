@@ -34,13 +34,31 @@ fn encoder_states_match_reference() {
                 row[ours.len()..].iter().all(|&x| x == 0),
                 "padding of text {i}"
             );
-            // ...and the encoder the reference's states, for both CFG rows.
+            // ...and the encoder the reference's states, for both CFG rows: padded to the
+            // encoder length as the reference runs it (every row)...
             let want: Array3<f32> = read_npy(reference(&format!("encoder_out_{i}.npy"))).unwrap();
-            let got = model.encoder_states(&ours).unwrap();
+            let got = model.encoder_states(&ours, Some(tokens.ncols())).unwrap();
             let err = rel_err(&got, want.as_slice().unwrap());
             assert!(
                 err < TOL,
-                "{layout}: encoder states of text {i}: rel err {err:e}"
+                "{layout}: padded encoder states of text {i}: rel err {err:e}"
+            );
+            // ...and unpadded, as dia-run runs it (the text's rows).
+            let got = model.encoder_states(&ours, None).unwrap();
+            let n = ours.len();
+            let rows: Vec<f32> = (0..2)
+                .flat_map(|r| {
+                    want.index_axis(ndarray::Axis(0), r)
+                        .slice(ndarray::s![..n, ..])
+                        .iter()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            let err = rel_err(&got, &rows);
+            assert!(
+                err < TOL,
+                "{layout}: unpadded encoder states of text {i}: rel err {err:e}"
             );
         }
     }
