@@ -316,6 +316,20 @@ pub struct Manifest {
     /// Present when the bundle carries the DAC graphs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dac: Option<DacInfo>,
+    /// Present when projection weights are block-quantised (`dia-export --quantize`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<Quantization>,
+}
+
+/// Weight-only quantisation of a bundle (ONNX Runtime `MatMulNBits`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Quantization {
+    /// `int8` or `int4`.
+    pub scheme: String,
+    pub bits: usize,
+    pub block_size: usize,
+    pub accuracy_level: i64,
+    pub applies_to: String,
 }
 
 impl Manifest {

@@ -15,7 +15,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use dia_bundle::{DacInfo, GraphSpec, Graphs, Manifest, TensorSpec, FORMAT_VERSION, MANIFEST_FILE};
+use dia_bundle::{Quantization, DacInfo, GraphSpec, Graphs, Manifest, TensorSpec, FORMAT_VERSION, MANIFEST_FILE};
+use dia_graphs::quant::QuantSpec;
 use dia_graphs::{
     dac, decoder, encoder, Builder, Checkpoint, CheckpointError, DType, DacCheckpoint, DacError,
     DacWeights, ExternalData,
@@ -50,6 +51,9 @@ pub struct ExportOptions {
     /// DAC codec directory (transformers or descript layout): when given, the bundle also gets
     /// the float32 `dac_decoder` and `dac_encoder` graphs.
     pub dac: Option<PathBuf>,
+    /// Weight-only block quantisation of the encoder's and decoder's projection matrices
+    /// (embeddings, norms and the logits head stay in `dtype`).
+    pub quantize: Option<QuantSpec>,
 }
 
 /// What an export wrote.
@@ -196,7 +200,8 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
     fs::create_dir_all(&tmp).map_err(io(&tmp))?;
 
     let result = (|| {
-        let w = dia_graphs::weights::Weights::new(&ckpt, opts.dtype);
+        let mut w = dia_graphs::weights::Weights::new(&ckpt, opts.dtype);
+        w.quant = opts.quantize;
         let mut files = Vec::new();
         let enc = write_graph(
             &tmp,
@@ -262,6 +267,15 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
                 dac_encoder,
             },
             dac: dac_info,
+            quantization: opts.quantize.map(|q| Quantization {
+                scheme: q.name(),
+                bits: q.bits,
+                block_size: q.block,
+                accuracy_level: q.accuracy_level,
+                applies_to: "encoder and decoder projections (q/k/v/o, cross q/k/v/o, MLP); \
+                             embeddings, norms and the logits head are not quantised"
+                    .into(),
+            }),
         };
         let path = tmp.join(MANIFEST_FILE);
         let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises");

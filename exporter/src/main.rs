@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, ValueEnum};
 use dia_export::{export, ExportOptions};
+use dia_graphs::quant::QuantSpec;
 use dia_graphs::DType;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -37,7 +38,19 @@ struct Args {
     /// (always float32).
     #[arg(long)]
     dac: Option<PathBuf>,
+    /// Weight-only block quantisation of the projection matrices (ONNX Runtime MatMulNBits,
+    /// blocks of 32, int8 activations on the CPU): int8 or int4.
+    #[arg(long, value_enum, default_value = "none")]
+    quantize: Quantize,
 }
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Quantize {
+    None,
+    Int8,
+    Int4,
+}
+
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -57,6 +70,11 @@ fn main() -> Result<()> {
         max_text_len: args.max_text_len,
         max_frames: args.max_frames,
         dac: args.dac,
+        quantize: match args.quantize {
+            Quantize::None => None,
+            Quantize::Int8 => Some(QuantSpec::int8()),
+            Quantize::Int4 => Some(QuantSpec::int4()),
+        },
     })?;
     for (name, size) in &report.files {
         println!("{:>14}  {}", size, args.out.join(name).display());

@@ -43,7 +43,7 @@ fn qkv(
     input: usize,
 ) -> Result<(Value, Value, Value), CheckpointError> {
     let (h, kv, d) = (heads.q, heads.kv, heads.dim);
-    let wqkv = w.fused_dense(
+    let wqkv = w.fused_linear(
         b,
         "qkv_proj",
         &[
@@ -54,7 +54,7 @@ fn qkv(
     )?;
     let (bsz, s) = (x.shape[0], x.shape[1]);
     Ok(b.scoped(w.prefix(), |b| {
-        let y = b.matmul(x, &wqkv);
+        let y = wqkv.apply(b, x);
         let parts = b.split(&y, -1, &[(h * d) as i64, (kv * d) as i64, (kv * d) as i64]);
         let q = b.reshape(&parts[0], &[bsz, s, h as i64, d as i64]);
         let k = b.reshape(&parts[1], &[bsz, s, kv as i64, d as i64]);
@@ -71,8 +71,8 @@ fn out_proj(
     heads: Heads,
     out: usize,
 ) -> Result<Value, CheckpointError> {
-    let wo = w.matrix(b, "o_proj", &[heads.q, heads.dim, out], 2)?;
-    Ok(b.scoped(w.prefix(), |b| b.matmul(attn, &wo)))
+    let wo = w.linear(b, "o_proj", &[heads.q, heads.dim, out], 2)?;
+    Ok(b.scoped(w.prefix(), |b| wo.apply(b, attn)))
 }
 
 /// Encoder self-attention over the whole text. `x` `[B,T,D]`, `keep` `[B,1,T,T]` bool,
@@ -180,14 +180,14 @@ pub fn cross_kv(
 ) -> Result<(Value, Value), CheckpointError> {
     let e = enc.shape[2] as usize;
     let (kv, d) = (heads.kv, heads.dim);
-    let wkv = w.fused_dense(
+    let wkv = w.fused_linear(
         b,
         "kv_proj",
         &[("k_proj", &[e, kv, d]), ("v_proj", &[e, kv, d])],
     )?;
     Ok(b.scoped(w.prefix(), |b| {
         let (bsz, t) = (enc.shape[0], enc.shape[1]);
-        let y = b.matmul(enc, &wkv);
+        let y = wkv.apply(b, enc);
         let parts = b.split(&y, -1, &[(kv * d) as i64, (kv * d) as i64]);
         let k = b.reshape(&parts[0], &[bsz, t, kv as i64, d as i64]);
         let v = b.reshape(&parts[1], &[bsz, t, kv as i64, d as i64]);
@@ -210,7 +210,7 @@ pub fn cross_attention_step(
     heads: Heads,
 ) -> Result<Value, CheckpointError> {
     let dim = x.shape[2] as usize;
-    let wq = w.matrix(b, "q_proj", &[dim, heads.q, heads.dim], 1)?;
+    let wq = w.linear(b, "q_proj", &[dim, heads.q, heads.dim], 1)?;
     let attn = b.scoped(w.prefix(), |b| {
         let bsz = x.shape[0];
         let (h, kv, d, g) = (
@@ -219,7 +219,7 @@ pub fn cross_attention_step(
             heads.dim as i64,
             heads.group() as i64,
         );
-        let q = b.matmul(x, &wq);
+        let q = wq.apply(b, x);
         let qg = b.reshape(&q, &[bsz, kv, g, d]);
         let s = b.matmul(&qg, k); // [B,KV,G,T]
         let p = masked_softmax(b, &s, keep, q.dtype);

@@ -24,6 +24,8 @@ use crate::onnx::{
 /// ONNX IR version and default-domain opset our graphs are written against.
 pub const IR_VERSION: i64 = 8;
 pub const OPSET: i64 = 17;
+/// ONNX Runtime's contrib-op domain (`MatMulNBits`).
+pub const MS_DOMAIN: &str = "com.microsoft";
 
 /// A dynamic (symbolic) dim in `Value.shape`.
 pub const DYN: i64 = -1;
@@ -37,6 +39,7 @@ pub enum DType {
     I64,
     I32,
     Bool,
+    U8,
 }
 
 impl DType {
@@ -46,6 +49,7 @@ impl DType {
             DType::I32 => 6,
             DType::I64 => 7,
             DType::Bool => 9,
+            DType::U8 => 2,
             DType::F16 => 10,
             DType::BF16 => 16,
         }
@@ -55,7 +59,7 @@ impl DType {
             DType::F32 | DType::I32 => 4,
             DType::F16 | DType::BF16 => 2,
             DType::I64 => 8,
-            DType::Bool => 1,
+            DType::Bool | DType::U8 => 1,
         }
     }
     pub fn is_float(self) -> bool {
@@ -70,6 +74,7 @@ impl DType {
             DType::I64 => "int64",
             DType::I32 => "int32",
             DType::Bool => "bool",
+            DType::U8 => "uint8",
         }
     }
 }
@@ -180,6 +185,8 @@ pub struct Builder {
     io_error: Option<std::io::Error>,
     inputs: Vec<Value>,
     outputs: Vec<Value>,
+    /// Whether a `com.microsoft` contrib op is used (then its opset is imported).
+    uses_ms_domain: bool,
 }
 
 fn attr_int(name: &str, i: i64) -> AttributeProto {
@@ -288,6 +295,7 @@ impl Builder {
             io_error: None,
             inputs: Vec::new(),
             outputs: Vec::new(),
+            uses_ms_domain: false,
         }
     }
 
@@ -495,10 +503,15 @@ impl Builder {
         };
         let model = ModelProto {
             ir_version: IR_VERSION,
-            opset_import: vec![OperatorSetIdProto {
+            opset_import: std::iter::once(OperatorSetIdProto {
                 domain: String::new(),
                 version: OPSET,
-            }],
+            })
+            .chain(self.uses_ms_domain.then(|| OperatorSetIdProto {
+                domain: MS_DOMAIN.into(),
+                version: 1,
+            }))
+            .collect(),
             producer_name: "dia-export".into(),
             producer_version: env!("CARGO_PKG_VERSION").into(),
             doc_string: doc.into(),
@@ -897,6 +910,44 @@ impl Builder {
         let ends = self.const_i64(&[end], &[1]);
         let axes = self.const_i64(&[axis], &[1]);
         self.node("Slice", &[x, &starts, &ends, &axes], vec![], x.dtype, shape)
+    }
+
+    /// ONNX Runtime's `MatMulNBits` (com.microsoft): `x [.., K] · W [K, N]` with `W` stored
+    /// block-wise quantised: `qweight` uint8 `[N, K/block, block·bits/8]`, `scales` `[N·K/block]`
+    /// in `x`'s dtype, zero point 2^(bits-1). `accuracy_level` 4 lets the CPU kernel quantise
+    /// the activations to int8 too (integer dot products).
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_nbits(
+        &mut self,
+        x: &Value,
+        qweight: &Value,
+        scales: &Value,
+        k: usize,
+        n: usize,
+        bits: usize,
+        block: usize,
+        accuracy_level: i64,
+    ) -> Value {
+        assert_eq!(*x.shape.last().unwrap(), k as i64, "MatMulNBits: {} {:?} is not [.., {k}]", x.name, x.shape);
+        assert_eq!(scales.dtype, x.dtype, "MatMulNBits: scales must have the input's dtype");
+        let mut shape = x.shape.clone();
+        *shape.last_mut().unwrap() = n as i64;
+        self.uses_ms_domain = true;
+        let out = self.node(
+            "MatMulNBits",
+            &[x, qweight, scales],
+            vec![
+                attr_int("K", k as i64),
+                attr_int("N", n as i64),
+                attr_int("bits", bits as i64),
+                attr_int("block_size", block as i64),
+                attr_int("accuracy_level", accuracy_level),
+            ],
+            x.dtype,
+            shape,
+        );
+        self.graph.node.last_mut().unwrap().domain = MS_DOMAIN.into();
+        out
     }
 
     /// `Shape(x)`: the runtime shape as an int64 vector.

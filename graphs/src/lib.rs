@@ -29,6 +29,7 @@ pub mod encoder;
 pub mod mlp;
 pub mod norm;
 pub mod onnx;
+pub mod quant;
 pub mod rope;
 pub mod tensor;
 pub mod weights;

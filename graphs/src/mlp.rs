@@ -13,15 +13,15 @@ pub fn mlp(
 ) -> Result<Value, CheckpointError> {
     // wi_fused is [hidden, 2, I] with index 0 = gate and 1 = up, so as a [hidden, 2I] matrix
     // the gate is the first I columns.
-    let wi = w.matrix(b, "wi_fused", &[hidden, 2, intermediate], 1)?;
-    let wo = w.matrix(b, "wo", &[intermediate, hidden], 1)?;
+    let wi = w.linear(b, "wi_fused", &[hidden, 2, intermediate], 1)?;
+    let wo = w.linear(b, "wo", &[intermediate, hidden], 1)?;
     Ok(b.scoped(w.prefix(), |b| {
-        let h = b.matmul(x, &wi);
+        let h = wi.apply(b, x);
         let i = intermediate as i64;
         let gu = b.split(&h, -1, &[i, i]);
         let sig = b.sigmoid(&gu[0]);
         let silu = b.mul(&gu[0], &sig);
         let act = b.mul(&silu, &gu[1]);
-        b.matmul(&act, &wo)
+        wo.apply(b, &act)
     }))
 }

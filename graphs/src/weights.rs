@@ -3,6 +3,7 @@
 
 use crate::builder::{Builder, DType, Value};
 use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::quant::{self, QuantSpec};
 use crate::tensor::{encode_f32, Tensor};
 
 #[derive(Clone)]
@@ -11,6 +12,36 @@ pub struct Weights<'a> {
     prefix: String,
     /// Dtype of matrices and embeddings in the bundle; norm weights stay float32.
     pub dtype: DType,
+    /// Weight-only quantisation of the projection matrices (`linear`), if any.
+    pub quant: Option<QuantSpec>,
+}
+
+/// A projection `x · W` as the graph computes it: a plain MatMul, or `MatMulNBits` on a
+/// block-quantised `W`.
+pub enum Linear {
+    Dense(Value),
+    Quantized {
+        qweight: Value,
+        scales: Value,
+        k: usize,
+        n: usize,
+        spec: QuantSpec,
+    },
+}
+
+impl Linear {
+    pub fn apply(&self, b: &mut Builder, x: &Value) -> Value {
+        match self {
+            Linear::Dense(w) => b.matmul(x, w),
+            Linear::Quantized {
+                qweight,
+                scales,
+                k,
+                n,
+                spec,
+            } => b.matmul_nbits(x, qweight, scales, *k, *n, spec.bits, spec.block, spec.accuracy_level),
+        }
+    }
 }
 
 impl<'a> Weights<'a> {
@@ -19,6 +50,7 @@ impl<'a> Weights<'a> {
             ckpt,
             prefix: String::new(),
             dtype,
+            quant: None,
         }
     }
 
@@ -28,6 +60,7 @@ impl<'a> Weights<'a> {
             ckpt: self.ckpt,
             prefix: self.path(name.as_ref()),
             dtype: self.dtype,
+            quant: self.quant,
         }
     }
 
@@ -79,14 +112,14 @@ impl<'a> Weights<'a> {
         Ok(t.reshape(vec![rows, cols]))
     }
 
-    /// Several kernels over the same input fused column-wise into one `[in, sum(out)]` matrix
-    /// (one MatMul instead of several), added under `fused_name`.
-    pub fn fused_dense(
+    /// Several kernels over the same input fused column-wise into one `[in, sum(out)]`
+    /// projection (one MatMul instead of several), added under `fused_name`.
+    pub fn fused_linear(
         &self,
         b: &mut Builder,
         fused_name: &str,
         parts: &[(&str, &[usize])],
-    ) -> Result<Value, CheckpointError> {
+    ) -> Result<Linear, CheckpointError> {
         let mats = parts
             .iter()
             .map(|(n, s)| self.dense(n, s, 1))
@@ -94,7 +127,51 @@ impl<'a> Weights<'a> {
         let refs: Vec<&Tensor> = mats.iter().collect();
         let fused = Tensor::hcat(&refs);
         drop(mats);
-        Ok(self.add(b, fused_name, &fused, self.dtype))
+        Ok(self.add_linear(b, fused_name, &fused))
+    }
+
+    /// Adds a `[in, out]` matrix as a projection: quantised when this `Weights` says so and
+    /// the input size fits the block size, else plain in the bundle's dtype.
+    pub fn add_linear(&self, b: &mut Builder, name: &str, m: &Tensor) -> Linear {
+        match self.quant {
+            Some(spec) if m.shape[0] % spec.block == 0 => {
+                let (k, n) = (m.shape[0], m.shape[1]);
+                let (packed, scales) = quant::quantize(m, spec);
+                let blocks = (k / spec.block) as i64;
+                let qweight = b.initializer(
+                    &format!("{}.q{}", self.path(name), spec.bits),
+                    DType::U8,
+                    &[n as i64, blocks, (spec.block * spec.bits / 8) as i64],
+                    &packed,
+                );
+                let scales = b.initializer(
+                    &format!("{}.scales", self.path(name)),
+                    self.dtype,
+                    &[n as i64 * blocks],
+                    &encode_f32(&scales, self.dtype),
+                );
+                Linear::Quantized {
+                    qweight,
+                    scales,
+                    k,
+                    n,
+                    spec,
+                }
+            }
+            _ => Linear::Dense(self.add(b, name, m, self.dtype)),
+        }
+    }
+
+    /// One kernel as a projection (see [`Weights::add_linear`]).
+    pub fn linear(
+        &self,
+        b: &mut Builder,
+        name: &str,
+        shape: &[usize],
+        n_in: usize,
+    ) -> Result<Linear, CheckpointError> {
+        let m = self.dense(name, shape, n_in)?;
+        Ok(self.add_linear(b, name, &m))
     }
 
     /// One kernel as a `[in, out]` matrix in the bundle's dtype.

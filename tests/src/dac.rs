@@ -32,6 +32,7 @@ pub fn dac_bundle(dac: &str) -> PathBuf {
                     max_text_len: None,
                     max_frames: None,
                     dac: Some(fixtures().join(l)),
+                    quantize: None,
                 })
                 .unwrap_or_else(|e| panic!("export with --dac {l}: {e}"));
                 out
@@ -120,6 +121,7 @@ pub fn dac_export_err(dac: &Path) -> String {
         max_text_len: None,
         max_frames: None,
         dac: Some(dac.to_path_buf()),
+        quantize: None,
     })
     .expect_err("export with a bad codec must fail")
     .to_string();

@@ -57,6 +57,7 @@ pub fn bundle(layout: &str) -> PathBuf {
                     max_text_len: None,
                     max_frames: None,
                     dac: None,
+                    quantize: None,
                 })
                 .unwrap_or_else(|e| panic!("export {l}: {e}"));
                 out

@@ -51,6 +51,7 @@ fn export_err(ckpt: &Path) -> String {
         max_text_len: None,
         max_frames: None,
         dac: None,
+        quantize: None,
     })
     .expect_err("export of a bad checkpoint must fail")
     .to_string();
