@@ -19,7 +19,8 @@ Both layouts hold the SAME model for the same ``--seed``/``--scale``: every valu
 its nari-labs tensor (a generator seeded by (seed, crc32(nari name))) and transposed / reshaped /
 merged into the transformers layout the same way ``make_reference.hf_to_nari`` undoes it.
 
-Values: normal with std ``--std`` (0.02) for projections and embeddings, exactly 1.0 for
+Values: normal with std ``--std`` (0.02) for projections and embeddings (q_proj further scaled by
+1/sqrt(head_dim), the attention scale the real model's q_proj carries), exactly 1.0 for
 RMSNorm weights.  The safetensors header is written first (all offsets are known from the shapes),
 then the tensors one by one, so at most one tensor (plus its transposed copy) is in memory.
 ``--scale S`` divides every width (hidden, intermediate, head_dim) by S, keeping head counts,
@@ -266,6 +267,11 @@ class Values:
         rng = np.random.default_rng([self.seed, zlib.crc32(name.encode())])
         a = rng.standard_normal(int(np.prod(shape)), dtype=np.float32)
         a *= np.float32(self.std)
+        if name.endswith("q_proj.weight"):
+            # Dia runs attention with scale 1.0: its q_proj carries the 1/sqrt(head_dim). Without
+            # it a random model's attention is nearly one-hot and chaotic (any perturbation,
+            # float16 or int8, flips it), unlike the real model.
+            a *= np.float32(1.0 / np.sqrt(shape[-1]))
         return a.reshape(shape).astype("<f4", copy=False)
 
 

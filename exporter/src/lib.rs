@@ -10,12 +10,16 @@
 //! graphs are always float32, whatever `--dtype` the Dia graphs get (the codec is small,
 //! ~75 M parameters, and runs once per utterance).
 
+pub mod coreml_check;
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use dia_bundle::{Quantization, DacInfo, GraphSpec, Graphs, Manifest, TensorSpec, FORMAT_VERSION, MANIFEST_FILE};
+use dia_bundle::{
+    DacInfo, GraphSpec, Graphs, Manifest, Quantization, TensorSpec, FORMAT_VERSION, MANIFEST_FILE,
+};
 use dia_graphs::quant::QuantSpec;
 use dia_graphs::{
     dac, decoder, encoder, Builder, Checkpoint, CheckpointError, DType, DacCheckpoint, DacError,

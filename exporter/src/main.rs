@@ -1,11 +1,16 @@
 //! `dia-export CHECKPOINT_DIR --out BUNDLE_DIR [--dtype f32|f16] [--max-text-len N] [--max-frames N]
 //! [--dac DAC_DIR]`
+//!
+//! `dia-export check BUNDLE_DIR --ep coreml`: every node of the bundle's graphs that the execution
+//! provider would not take, and why; exit status 0 when all are supported, 1 when some are not,
+//! 2 on an error (a checkpoint directory named `check` is passed as `./check`).
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, ValueEnum};
-use dia_export::{export, ExportOptions};
+use dia_export::{coreml_check, export, ExportOptions};
 use dia_graphs::quant::QuantSpec;
 use dia_graphs::DType;
 
@@ -51,8 +56,73 @@ enum Quantize {
     Int4,
 }
 
+/// Check which nodes of a bundle's graphs an ONNX Runtime execution provider would not take.
+#[derive(Parser, Debug)]
+#[command(name = "dia-export check", version)]
+struct CheckArgs {
+    /// Bundle directory (manifest.json and the graphs it lists).
+    bundle: PathBuf,
+    /// Execution provider whose rules to check (only `coreml` for now: ONNX Runtime's CoreML EP,
+    /// ML Program format, static shapes).
+    #[arg(long)]
+    ep: String,
+}
 
-fn main() -> Result<()> {
+/// `dia-export check`: prints per graph its unsupported nodes; exit status 0 when every node of
+/// every graph is supported, 1 when some are not, 2 on an error.
+fn check_main() -> ExitCode {
+    let args = CheckArgs::parse_from(std::env::args().skip(1));
+    let reports = match coreml_check::check_bundle_report(&args.bundle, &args.ep) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    println!(
+        "{}: {} rules ({})",
+        args.bundle.display(),
+        args.ep,
+        coreml_check::ORT_REFERENCE
+    );
+    let mut total = 0;
+    for r in &reports {
+        println!(
+            "{}: {} nodes, {} unsupported",
+            r.file,
+            r.nodes,
+            r.unsupported.len()
+        );
+        if !r.unsupported.is_empty() {
+            let by_op: Vec<String> = r
+                .by_op()
+                .iter()
+                .map(|(op, n)| format!("{op} {n}"))
+                .collect();
+            println!("  by op type: {}", by_op.join(", "));
+        }
+        for u in &r.unsupported {
+            println!("  {} ({}): {} [{}]", u.node, u.op_type, u.reason, u.source);
+        }
+        total += r.unsupported.len();
+    }
+    if total == 0 {
+        println!("all nodes of all {} graphs are supported", reports.len());
+        ExitCode::SUCCESS
+    } else {
+        println!(
+            "{total} unsupported nodes in {} of {} graphs",
+            reports.iter().filter(|r| !r.unsupported.is_empty()).count(),
+            reports.len()
+        );
+        ExitCode::from(1)
+    }
+}
+
+fn main() -> Result<ExitCode> {
+    if std::env::args().nth(1).as_deref() == Some("check") {
+        return Ok(check_main());
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -93,5 +163,5 @@ fn main() -> Result<()> {
             dac.source_layout, dac.sample_rate, dac.n_codebooks, dac.hop_length
         );
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

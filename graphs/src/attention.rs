@@ -115,13 +115,24 @@ pub fn self_attention_full(
     out_proj(b, w, &attn, heads, dim)
 }
 
-/// One decoder step of self-attention against the cache.
+/// Where this step's key and value go in the cache: indices of slot `step`, shaped for
+/// `ScatterElements` into K `[B,KV,d,F]` (axis 3) and V `[B,KV,F,d]` (axis 2).
+pub struct CacheSlot {
+    pub k_index: Value,
+    pub v_index: Value,
+    /// `[F]` bool: the slots this step attends (`0..=step`).
+    pub keep: Value,
+}
+
+/// One decoder step of self-attention with the cache updated in place.
 ///
-/// `x` `[B,1,D]`; `k_cache` `[B,KV,d,F]` (transposed) and `v_cache` `[B,KV,F,d]` hold steps
-/// before this one; `keep` `[F]` marks those valid slots; `cos`/`sin` `[1,1,d/2]` are this
-/// step's. The new key and value are attended to directly and returned, so the caller writes
-/// them into its cache in place: the cache is read, never copied.
-/// Returns (output `[B,1,D]`, new k `[B,KV,d,1]`, new v `[B,KV,1,d]`).
+/// `x` `[B,1,D]`; `k_cache` `[B,KV,d,F]` (K transposed) and `v_cache` `[B,KV,F,d]` hold the
+/// steps before this one. This step's key and value are scattered into slot `step`, giving
+/// `present_k`/`present_v` (graph outputs of the same shape): the runtime binds each cache
+/// buffer as both the input and the output, so ONNX Runtime's scatter writes one slot in place
+/// (it skips its input copy when input and output are the same buffer) and nothing is ever
+/// copied. Attention then reads slots `0..=step` of the present cache.
+/// Returns (output `[B,1,D]`, present k, present v).
 #[allow(clippy::too_many_arguments)]
 pub fn self_attention_step(
     b: &mut Builder,
@@ -129,14 +140,14 @@ pub fn self_attention_step(
     x: &Value,
     k_cache: &Value,
     v_cache: &Value,
-    keep: &Value,
+    slot: &CacheSlot,
     cos: &Value,
     sin: &Value,
     heads: Heads,
 ) -> Result<(Value, Value, Value), CheckpointError> {
     let dim = x.shape[2] as usize;
     let (q, k, v) = qkv(b, w, x, heads, dim)?;
-    let (attn, new_k, new_v) = b.scoped(w.prefix(), |b| {
+    let (attn, present_k, present_v) = b.scoped(w.prefix(), |b| {
         let bsz = x.shape[0];
         let (h, kv, d, g) = (
             heads.q as i64,
@@ -150,24 +161,15 @@ pub fn self_attention_step(
         let qg = b.reshape(&q, &[bsz, kv, g, d]);
         let new_k = b.reshape(&k, &[bsz, kv, d, 1]);
         let new_v = b.reshape(&v, &[bsz, kv, 1, d]);
-        let s_cache = b.matmul(&qg, k_cache); // [B,KV,G,F]
-        let neg = b.scalar(f32::NEG_INFINITY, DType::F32);
-        let s_cache = b.cast(&s_cache, DType::F32);
-        let s_cache = b.where_(keep, &s_cache, &neg);
-        let s_new = b.matmul(&qg, &new_k); // [B,KV,G,1]
-        let s_new = b.cast(&s_new, DType::F32);
-        let s = b.concat(&[&s_cache, &s_new], -1);
-        let p = b.softmax(&s, -1);
-        let p = b.cast(&p, q.dtype);
-        let f = k_cache.shape[3];
-        let ps = b.split(&p, -1, &[f, 1]);
-        let o_cache = b.matmul(&ps[0], v_cache); // [B,KV,G,d]
-        let o_new = b.matmul(&ps[1], &new_v);
-        let o = b.add(&o_cache, &o_new);
+        let present_k = b.scatter_elements(k_cache, &slot.k_index, &new_k, 3);
+        let present_v = b.scatter_elements(v_cache, &slot.v_index, &new_v, 2);
+        let s = b.matmul(&qg, &present_k); // [B,KV,G,F]
+        let p = masked_softmax(b, &s, &slot.keep, q.dtype);
+        let o = b.matmul(&p, &present_v); // [B,KV,G,d]
         let o = b.reshape(&o, &[bsz, 1, h * d]);
-        (o, new_k, new_v)
+        (o, present_k, present_v)
     });
-    Ok((out_proj(b, w, &attn, heads, dim)?, new_k, new_v))
+    Ok((out_proj(b, w, &attn, heads, dim)?, present_k, present_v))
 }
 
 /// Cross-attention K (transposed, `[B,KV,d,T]`) and V (`[B,KV,T,d]`) from the encoder output

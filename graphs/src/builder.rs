@@ -928,8 +928,17 @@ impl Builder {
         block: usize,
         accuracy_level: i64,
     ) -> Value {
-        assert_eq!(*x.shape.last().unwrap(), k as i64, "MatMulNBits: {} {:?} is not [.., {k}]", x.name, x.shape);
-        assert_eq!(scales.dtype, x.dtype, "MatMulNBits: scales must have the input's dtype");
+        assert_eq!(
+            *x.shape.last().unwrap(),
+            k as i64,
+            "MatMulNBits: {} {:?} is not [.., {k}]",
+            x.name,
+            x.shape
+        );
+        assert_eq!(
+            scales.dtype, x.dtype,
+            "MatMulNBits: scales must have the input's dtype"
+        );
         let mut shape = x.shape.clone();
         *shape.last_mut().unwrap() = n as i64;
         self.uses_ms_domain = true;
@@ -948,6 +957,36 @@ impl Builder {
         );
         self.graph.node.last_mut().unwrap().domain = MS_DOMAIN.into();
         out
+    }
+
+    /// `ScatterElements(data, indices, updates, axis)`: `data` with `updates` written at
+    /// `indices` along `axis`.
+    pub fn scatter_elements(
+        &mut self,
+        data: &Value,
+        indices: &Value,
+        updates: &Value,
+        axis: i64,
+    ) -> Value {
+        assert_eq!(
+            data.dtype, updates.dtype,
+            "ScatterElements: updates' type differs"
+        );
+        assert_eq!(
+            indices.shape, updates.shape,
+            "ScatterElements: indices and updates differ in shape"
+        );
+        assert!(
+            matches!(indices.dtype, DType::I64 | DType::I32),
+            "ScatterElements: integer indices"
+        );
+        self.node(
+            "ScatterElements",
+            &[data, indices, updates],
+            vec![attr_int("axis", axis)],
+            data.dtype,
+            data.shape.clone(),
+        )
     }
 
     /// `Shape(x)`: the runtime shape as an int64 vector.

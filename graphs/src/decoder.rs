@@ -6,16 +6,16 @@
 //! - `cross_mask` bool `[2, T]`: non-pad text positions (the encoder's `text_mask`);
 //! - per layer i: `self_k_{i}` `[2, KV, d, F]` and `self_v_{i}` `[2, KV, F, d]`, the
 //!   self-attention cache (K transposed) with slots `0..step` filled; `cross_k_{i}` and
-//!   `cross_v_{i}` as the encoder wrote them.
+//!   `cross_v_{i}` as the encoder wrote them (padded to `T` with zeros).
 //!
-//! Outputs: `logits` float32 `[2, C, V]`; per layer `new_k_{i}` `[2, KV, d, 1]` and
-//! `new_v_{i}` `[2, KV, 1, d]`: this step's key and value, which the runtime writes into slot
-//! `step` of its cache buffers. The graph never copies the cache: each step reads it in place
-//! and returns only the new row (a few KB per layer), see `attention::self_attention_step`.
+//! Outputs: `logits` float32 `[2, C, V]`; per layer `present_k_{i}` and `present_v_{i}`: the
+//! cache with slot `step` written. The runtime binds each layer's cache buffer as both
+//! `self_k_{i}` and `present_k_{i}` (likewise V), so the step writes one slot in place and
+//! the cache is never copied, on the CPU or on a GPU; see `attention::self_attention_step`.
 
 use dia_bundle::DiaConfig;
 
-use crate::attention::{cross_attention_step, self_attention_step, Heads};
+use crate::attention::{cross_attention_step, self_attention_step, CacheSlot, Heads};
 use crate::builder::{Builder, DType, Value};
 use crate::checkpoint::CheckpointError;
 use crate::encoder::{f32_bytes, PAIR};
@@ -27,7 +27,7 @@ use crate::weights::Weights;
 
 /// Per-step values shared by every layer.
 struct StepContext {
-    cache_keep: Value,
+    slot: CacheSlot,
     cross_keep: Value,
     cos: Value,
     sin: Value,
@@ -66,7 +66,7 @@ fn decoder_layer(
         &h,
         cache.0,
         cache.1,
-        &ctx.cache_keep,
+        &ctx.slot,
         &ctx.cos,
         &ctx.sin,
         self_heads,
@@ -150,10 +150,18 @@ pub fn build_decoder_step(
         let sin = b.reshape(&sin, &[1, 1, half]);
         let slots: Vec<i64> = (0..f).collect();
         let slots = b.const_i64(&slots, &[f]);
-        let cache_keep = b.less(&slots, &step); // slots before this step
+        let one = b.const_i64(&[1], &[1]);
+        let next = b.add(&step, &one);
+        let keep = b.less(&slots, &next); // slots 0..=step
+        let k_index = b.expand(&step, &[PAIR, kv, hd, 1]);
+        let v_index = b.expand(&step, &[PAIR, kv, 1, hd]);
         let m = b.unsqueeze(&cross_mask, &[1, 2]); // [2,1,1,T]
         StepContext {
-            cache_keep,
+            slot: CacheSlot {
+                k_index,
+                v_index,
+                keep,
+            },
             cross_keep: m,
             cos,
             sin,
@@ -181,8 +189,8 @@ pub fn build_decoder_step(
     });
     b.output(&logits, "logits");
     for (i, (k, v)) in new_kv.iter().enumerate() {
-        b.output(k, &format!("new_k_{i}"));
-        b.output(v, &format!("new_v_{i}"));
+        b.output(k, &format!("present_k_{i}"));
+        b.output(v, &format!("present_v_{i}"));
     }
     Ok(())
 }

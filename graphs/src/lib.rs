@@ -13,12 +13,13 @@
 //! The step graph has fixed shapes: the CFG pair (row 0 unconditional, row 1 conditional),
 //! one frame, and a self-attention cache of `max_frames` slots per layer, K stored transposed
 //! (`[2, kv_heads, head_dim, max_frames]`) and V as `[2, kv_heads, max_frames, head_dim]`.
-//! The cache is a graph *input* that the runtime owns; the graph attends to slots
-//! `0..step` of it plus the step's own key/value and outputs only that new key/value
-//! (`new_k_i`, `new_v_i`). The runtime then writes the new row into slot `step` of its
-//! buffers in place. No step copies the cache, neither inside the graph (no Concat/Scatter
-//! over it) nor outside (the buffers are bound to the session without copying). Cross-attention
-//! K/V are computed once by the encoder graph and passed to every step unchanged.
+//! The cache is owned by the runtime and is both an input (`self_k_i`) and an output
+//! (`present_k_i`) of the step: the graph scatters the step's key/value into slot `step` and
+//! attends to slots `0..=step`. The runtime binds the same buffer to the input and the output
+//! (IO binding), and ONNX Runtime's `ScatterElements` skips its input copy when the two are
+//! the same buffer, so a step writes a few KB per layer in place and never copies the cache,
+//! on the CPU or with a device-resident cache on a GPU (fixed addresses, as CUDA graphs need).
+//! Cross-attention K/V are computed once per utterance by the encoder graph.
 
 pub mod attention;
 pub mod builder;

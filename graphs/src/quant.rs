@@ -41,7 +41,10 @@ pub fn quantize(w: &Tensor, spec: QuantSpec) -> (Vec<u8>, Vec<f32>) {
     assert_eq!(w.shape.len(), 2, "quantize: a matrix");
     let (k, n) = (w.shape[0], w.shape[1]);
     let block = spec.block;
-    assert!(k % block == 0, "quantize: K = {k} is not a multiple of the block size {block}");
+    assert!(
+        k % block == 0,
+        "quantize: K = {k} is not a multiple of the block size {block}"
+    );
     assert!(spec.bits == 8 || spec.bits == 4, "quantize: 4 or 8 bits");
     let blocks = k / block;
     let qmax = ((1 << (spec.bits - 1)) - 1) as f32;
@@ -105,7 +108,9 @@ mod tests {
     #[test]
     fn round_trip_error_is_within_half_a_step() {
         let (k, n) = (64, 3);
-        let data: Vec<f32> = (0..k * n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 70.0).collect();
+        let data: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 70.0)
+            .collect();
         let w = Tensor::new(vec![k, n], data);
         for spec in [QuantSpec::int8(), QuantSpec::int4()] {
             let (p, s) = quantize(&w, spec);
@@ -116,7 +121,10 @@ mod tests {
                     let scale = s[j * (k / spec.block) + bi];
                     for i in 0..spec.block {
                         let r = (bi * spec.block + i) * n + j;
-                        assert!((d.data[r] - w.data[r]).abs() <= scale * 0.5 + 1e-6, "{spec:?}");
+                        assert!(
+                            (d.data[r] - w.data[r]).abs() <= scale * 0.5 + 1e-6,
+                            "{spec:?}"
+                        );
                     }
                 }
             }

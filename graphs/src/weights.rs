@@ -39,7 +39,16 @@ impl Linear {
                 k,
                 n,
                 spec,
-            } => b.matmul_nbits(x, qweight, scales, *k, *n, spec.bits, spec.block, spec.accuracy_level),
+            } => b.matmul_nbits(
+                x,
+                qweight,
+                scales,
+                *k,
+                *n,
+                spec.bits,
+                spec.block,
+                spec.accuracy_level,
+            ),
         }
     }
 }

@@ -27,8 +27,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cfg = a.config().clone();
     let d = &cfg.decoder_config;
     let (c, v) = (d.num_channels, d.vocab_size);
-    let steps = steps.min(a.manifest().max_frames).min(b.manifest().max_frames) - 1;
-    let tokens = encode_text(&args[2], a.manifest().max_text_len.min(b.manifest().max_text_len))?;
+    let steps = steps
+        .min(a.manifest().max_frames)
+        .min(b.manifest().max_frames)
+        - 1;
+    let tokens = encode_text(
+        &args[2],
+        a.manifest().max_text_len.min(b.manifest().max_text_len),
+    )?;
     let mut ua = Utterance::new(&a, &tokens)?;
     let mut ub = Utterance::new(&b, &tokens)?;
 
@@ -54,7 +60,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let la = ua.step(&input, t)?.to_vec();
         let lb = ub.step(&input, t)?;
         let scale = la.iter().fold(0f32, |m, x| m.max(x.abs()));
-        let err = la.iter().zip(lb).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale;
+        let err = la
+            .iter()
+            .zip(lb)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+            / scale;
         worst = worst.max(err);
         sum_err += err as f64;
         sa.sample(&la, &params, &mut rng, &mut pa);

@@ -46,7 +46,9 @@ pub struct Utterance<'m> {
     tokens: Tensor<i64>,
     step: Tensor<i64>,
     logits: Tensor<f32>,
-    cache: KvCache,
+    /// The self-attention cache, bound to the session as inputs and outputs.
+    _cache: KvCache,
+    max_frames: usize,
     /// Cross K/V buffers kept alive for the binding.
     _held: Vec<Tensor<f32>>,
     _mask: Tensor<bool>,
@@ -112,8 +114,9 @@ impl<'m> Utterance<'m> {
                 binding.bind_input(&name, &padded)?;
                 held.push(padded);
             }
-            binding.bind_output(format!("new_k_{i}"), &mut l.new_k)?;
-            binding.bind_output(format!("new_v_{i}"), &mut l.new_v)?;
+            // The same buffers as outputs: the step's scatter writes its slot in place.
+            binding.bind_output(format!("present_k_{i}"), &mut l.k)?;
+            binding.bind_output(format!("present_v_{i}"), &mut l.v)?;
         }
         binding.bind_output("logits", &mut logits)?;
         drop(decoder);
@@ -123,7 +126,8 @@ impl<'m> Utterance<'m> {
             tokens,
             step,
             logits,
-            cache,
+            _cache: cache,
+            max_frames: m.max_frames,
             _held: held,
             _mask: mask_t,
         })
@@ -132,6 +136,12 @@ impl<'m> Utterance<'m> {
     /// Runs one decoder step at `position` with this frame's `tokens` (one per channel, the
     /// same for both CFG rows); returns the logits `[2, C, V]` (unconditional, conditional).
     pub fn step(&mut self, tokens: &[i64], position: usize) -> Result<&[f32], RuntimeError> {
+        if position >= self.max_frames {
+            return Err(RuntimeError::InvalidOption(format!(
+                "decoder step {position} is past the bundle's {} frames",
+                self.max_frames
+            )));
+        }
         {
             let buf = self.tokens.extract_tensor_mut().1;
             let c = tokens.len();
@@ -143,7 +153,6 @@ impl<'m> Utterance<'m> {
             let mut session = self.model.decoder_session();
             session.run_binding(&self.binding)?;
         }
-        self.cache.commit(position);
         Ok(self.logits.extract_tensor().1)
     }
 }

@@ -218,7 +218,11 @@ fn run_rejects_missing_bundle_and_format_mismatch() {
     let m = fs::read_to_string(b.join("manifest.json")).unwrap();
     fs::write(
         b.join("manifest.json"),
-        m.replacen("\"format_version\": 1", "\"format_version\": 99", 1),
+        m.replacen(
+            &format!("\"format_version\": {}", dia_bundle::FORMAT_VERSION),
+            "\"format_version\": 99",
+            1,
+        ),
     )
     .unwrap();
     let o = run(
