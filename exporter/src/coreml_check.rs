@@ -11,7 +11,8 @@
 //! them against our prost [`ModelProto`] with a small shape/type inference over the ops our
 //! graphs use (our graphs carry value_info for graph inputs and outputs only).
 //!
-//! The rules are those of onnxruntime `main` as of June 2026 (the code ORT 1.31 ships): on top
+//! The rules are those of onnxruntime `main` as of mid-2026, the newest sources available when
+//! they were written (the code ORT 1.31 is cut from; re-check on upgrades): on top
 //! of the long-standing builders they include the ML Program Gather (PR #24387, fp16 #26442,
 //! scalar indices #28278), the 16384-dim limit moved to Conv/ConvTranspose (#24594), Identity
 //! (#28293), bool Cast (#28595), Sin/Cos (#28596) and Where (#28597). Builders that were only
@@ -21,7 +22,8 @@
 //! input dim is always reported (the provider's `RequireStaticInputShapes` option, which the
 //! coreml target's session turns on). ONNX Runtime's basic (level 1) optimisations run before
 //! partitioning and fold constant subgraphs, so a value computed only from initializers (or
-//! from `Shape` of a static tensor) counts as a constant initializer here; no other rewrite is
+//! from `Shape` of a static tensor) counts as a constant initializer here and the nodes
+//! computing it are skipped (folded away before the provider sees them); no other rewrite is
 //! simulated, so the check is a little stricter than the provider on graphs it would rewrite.
 
 use std::collections::{BTreeMap, HashMap};
@@ -34,7 +36,8 @@ use dia_graphs::onnx::{DimensionValue, ModelProto, NodeProto, TensorProto};
 use prost::Message;
 
 /// The onnxruntime code the rules were taken from.
-pub const ORT_REFERENCE: &str = "onnxruntime main, June 2026 (ORT 1.31), CoreML EP, ML Program";
+pub const ORT_REFERENCE: &str =
+    "onnxruntime main as of mid-2026 (the newest sources available; ORT 1.31), CoreML EP, ML Program";
 
 /// Execution providers `dia-export check --ep` knows.
 pub const SUPPORTED_EPS: &[&str] = &["coreml"];
@@ -1675,6 +1678,16 @@ pub fn check_model(model: &ModelProto, opts: &CheckOptions) -> Vec<Unsupported> 
 
     let mut found = Vec::new();
     for node in &g.node {
+        // ONNX Runtime's constant folding (a level 1 optimisation, run before partitioning)
+        // replaces a node computed only from constants by initializers: no EP sees it.
+        let folded = !node.output.is_empty()
+            && node
+                .output
+                .iter()
+                .all(|o| graph.values.get(o).is_some_and(|v| v.constant));
+        if folded {
+            continue;
+        }
         let (reasons, sources) = check_node(&graph, node);
         if !reasons.is_empty() {
             let mut srcs: Vec<&str> = Vec::new();

@@ -125,9 +125,9 @@ where
 /// Exports the checkpoint at `opts.checkpoint` into a bundle at `opts.out`.
 pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
     let start = Instant::now();
-    if !matches!(opts.dtype, DType::F32 | DType::F16) {
+    if !matches!(opts.dtype, DType::F32 | DType::F16 | DType::BF16) {
         return Err(ExportError::Options(format!(
-            "--dtype {} is not supported; use f32 or f16",
+            "--dtype {} is not supported; use f32, f16 or bf16",
             opts.dtype.name()
         )));
     }

@@ -18,6 +18,7 @@ use dia_graphs::DType;
 enum Precision {
     F32,
     F16,
+    Bf16,
 }
 
 /// Export a Dia checkpoint (nari-labs or transformers layout) to an ONNX model bundle.
@@ -136,6 +137,7 @@ fn main() -> Result<ExitCode> {
         dtype: match args.dtype {
             Precision::F32 => DType::F32,
             Precision::F16 => DType::F16,
+            Precision::Bf16 => DType::BF16,
         },
         max_text_len: args.max_text_len,
         max_frames: args.max_frames,

@@ -187,6 +187,9 @@ pub struct Builder {
     outputs: Vec<Value>,
     /// Whether a `com.microsoft` contrib op is used (then its opset is imported).
     uses_ms_domain: bool,
+    /// Values renamed to graph outputs (old name, new name), see [`Builder::output_dyn`].
+    renamed: Vec<String>,
+    renamed_to: Vec<String>,
 }
 
 fn attr_int(name: &str, i: i64) -> AttributeProto {
@@ -296,6 +299,8 @@ impl Builder {
             inputs: Vec::new(),
             outputs: Vec::new(),
             uses_ms_domain: false,
+            renamed: Vec::new(),
+            renamed_to: Vec::new(),
         }
     }
 
@@ -396,27 +401,51 @@ impl Builder {
     }
 
     /// Exposes `v` as a graph output called `name`.
-    pub fn output(&mut self, v: &Value, name: &str) {
-        self.output_dyn(v, name, &[]);
+    pub fn output(&mut self, v: &Value, name: &str) -> Value {
+        self.output_dyn(v, name, &[])
     }
 
     /// Exposes `v` as a graph output called `name`, its dynamic dims named in order by
     /// `dim_params`.
-    pub fn output_dyn(&mut self, v: &Value, name: &str, dim_params: &[&str]) {
+    /// Returns the value under its output name, for any further use.
+    pub fn output_dyn(&mut self, v: &Value, name: &str, dim_params: &[&str]) -> Value {
         let out = Value {
             name: name.into(),
             dtype: v.dtype,
             shape: v.shape.clone(),
         };
-        self.graph.node.push(NodeProto {
-            input: vec![v.name.clone()],
-            output: vec![name.into()],
-            name: format!("output/{name}"),
-            op_type: "Identity".into(),
-            ..Default::default()
-        });
+        // Name the producing node's output after the graph output, so the node writes straight
+        // into the output buffer (an Identity would be a copy ONNX Runtime keeps whenever the
+        // value has other consumers, e.g. an in-place cache update that attention also reads).
+        let produced = self.graph.node.iter().any(|n| n.output.contains(&v.name));
+        let is_output = self.outputs.iter().any(|o| o.name == v.name);
+        if produced && !is_output && !self.renamed.contains(&v.name) {
+            for node in &mut self.graph.node {
+                for s in node.input.iter_mut().chain(node.output.iter_mut()) {
+                    if *s == v.name {
+                        *s = name.to_string();
+                    }
+                }
+            }
+            self.renamed.push(v.name.clone());
+            self.renamed_to.push(name.to_string());
+        } else {
+            // A graph input, or a value already exposed under another name.
+            let src = match self.renamed.iter().position(|r| *r == v.name) {
+                Some(i) => self.renamed_to[i].clone(),
+                None => v.name.clone(),
+            };
+            self.graph.node.push(NodeProto {
+                input: vec![src],
+                output: vec![name.into()],
+                name: format!("output/{name}"),
+                op_type: "Identity".into(),
+                ..Default::default()
+            });
+        }
         self.graph.output.push(value_info_dyn(&out, dim_params));
-        self.outputs.push(out);
+        self.outputs.push(out.clone());
+        out
     }
 
     /// The graph's inputs, in order.
@@ -1133,6 +1162,31 @@ fn entry(k: &str, v: &str) -> StringStringEntryProto {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outputs_name_their_producer_and_identity_only_when_needed() {
+        let mut b = Builder::new("t", None);
+        let x = b.input("x", DType::F32, &[2]);
+        let y = b.sqrt(&x);
+        let z = b.mul(&y, &y);
+        let y_out = b.output(&y, "y");
+        b.output(&z, "z");
+        b.output(&x, "x_again");
+        b.output(&y_out, "y_again");
+        let g = b.finish("", &[]).unwrap().0.graph.unwrap();
+        // Sqrt writes "y" directly and Mul reads it under that name; no Identity for y or z.
+        assert_eq!(g.node[0].output, vec!["y".to_string()]);
+        assert_eq!(g.node[1].input, vec!["y".to_string(), "y".to_string()]);
+        assert_eq!(g.node[1].output, vec!["z".to_string()]);
+        let ids: Vec<_> = g.node.iter().filter(|n| n.op_type == "Identity").collect();
+        assert_eq!(
+            ids.len(),
+            2,
+            "identities only for the graph input and the repeat"
+        );
+        assert_eq!(ids[0].input, vec!["x".to_string()]);
+        assert_eq!(ids[1].input, vec!["y".to_string()]);
+    }
 
     #[test]
     fn matmul_broadcasts_batch_dims() {

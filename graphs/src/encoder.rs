@@ -108,7 +108,7 @@ pub fn build_encoder(
     }
     let norm = enc.norm(b, "norm", e.hidden_size)?;
     let states = b.scoped("encoder.norm", |b| rms_norm(b, &norm, &x, e.norm_eps));
-    b.output_dyn(&states, "encoder_states", &["text_len"]);
+    let states = b.output_dyn(&states, "encoder_states", &["text_len"]);
     let states = b.cast(&states, w.dtype);
 
     let heads = Heads {

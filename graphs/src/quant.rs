@@ -42,7 +42,7 @@ pub fn quantize(w: &Tensor, spec: QuantSpec) -> (Vec<u8>, Vec<f32>) {
     let (k, n) = (w.shape[0], w.shape[1]);
     let block = spec.block;
     assert!(
-        k % block == 0,
+        k.is_multiple_of(block),
         "quantize: K = {k} is not a multiple of the block size {block}"
     );
     assert!(spec.bits == 8 || spec.bits == 4, "quantize: 4 or 8 bits");

@@ -143,7 +143,7 @@ impl<'a> Weights<'a> {
     /// the input size fits the block size, else plain in the bundle's dtype.
     pub fn add_linear(&self, b: &mut Builder, name: &str, m: &Tensor) -> Linear {
         match self.quant {
-            Some(spec) if m.shape[0] % spec.block == 0 => {
+            Some(spec) if m.shape[0].is_multiple_of(spec.block) => {
                 let (k, n) = (m.shape[0], m.shape[1]);
                 let (packed, scales) = quant::quantize(m, spec);
                 let blocks = (k / spec.block) as i64;

@@ -1,20 +1,28 @@
 //! One utterance's decoder state: the encoder's cross K/V, the self-attention cache and the
 //! step inputs/outputs, all bound once to the decoder-step session with IO binding, so a step
-//! only writes the new tokens and step index, runs, and reads the logits.
+//! only writes the new tokens and step index, runs, and reads the logits. With the CUDA
+//! provider the cache and cross K/V live on the GPU; only tokens, the step index (in) and the
+//! logits (out) cross to the host each step.
+
+use std::fmt::Debug;
 
 use ort::memory::Allocator;
 use ort::session::IoBinding;
-use ort::value::{DynValue, Tensor};
+use ort::value::{DynTensor, DynValue, PrimitiveTensorElementType, Tensor, TensorElementType};
+
+use crate::error::RuntimeError;
+use crate::kv_cache::{element_type, KvCache, Placement};
+use crate::model::DiaModel;
+use crate::providers::ExecutionProvider;
 
 /// Copies the encoder's cross K (`[2, KV, d, len]`, `transposed`) or V (`[2, KV, len, d]`)
-/// into a zeroed buffer of the step graph's fixed text length `t` (once per utterance).
-fn pad_cross(
-    alloc: &Allocator,
+/// into a zeroed host buffer of the step graph's fixed text length `t` (once per utterance).
+fn pad_typed<T: PrimitiveTensorElementType + Copy + Default + Debug>(
     v: &DynValue,
     t: usize,
     transposed: bool,
-) -> Result<Tensor<f32>, RuntimeError> {
-    let (shape, src) = v.try_extract_tensor::<f32>()?;
+) -> Result<DynTensor, RuntimeError> {
+    let (shape, src) = v.try_extract_tensor::<T>()?;
     let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
     let (rows, len, d) = if transposed {
         (dims[0] * dims[1] * dims[2], dims[3], 1)
@@ -26,19 +34,28 @@ fn pad_cross(
     } else {
         [dims[0], dims[1], t, dims[3]]
     };
-    let mut out = Tensor::<f32>::new(alloc, out_shape)?;
+    let mut out = Tensor::<T>::new(&Allocator::default(), out_shape)?;
     let dst = out.extract_tensor_mut().1;
-    dst.fill(0.0);
+    dst.fill(T::default());
     // Each row holds `len` runs of `d` values; the padded row holds `t` of them.
     for r in 0..rows {
         dst[r * t * d..(r * t + len) * d].copy_from_slice(&src[r * len * d..(r + 1) * len * d]);
     }
-    Ok(out)
+    Ok(out.upcast())
 }
 
-use crate::error::RuntimeError;
-use crate::kv_cache::KvCache;
-use crate::model::DiaModel;
+fn pad_cross(
+    v: &DynValue,
+    dtype: TensorElementType,
+    t: usize,
+    transposed: bool,
+) -> Result<DynTensor, RuntimeError> {
+    match dtype {
+        TensorElementType::Float16 => pad_typed::<half::f16>(v, t, transposed),
+        TensorElementType::Bfloat16 => pad_typed::<half::bf16>(v, t, transposed),
+        _ => pad_typed::<f32>(v, t, transposed),
+    }
+}
 
 pub struct Utterance<'m> {
     model: &'m DiaModel,
@@ -48,10 +65,9 @@ pub struct Utterance<'m> {
     logits: Tensor<f32>,
     /// The self-attention cache, bound to the session as inputs and outputs.
     _cache: KvCache,
+    /// Cross K/V and mask, kept alive for the binding.
+    _held: Vec<DynTensor>,
     max_frames: usize,
-    /// Cross K/V buffers kept alive for the binding.
-    _held: Vec<Tensor<f32>>,
-    _mask: Tensor<bool>,
 }
 
 impl<'m> Utterance<'m> {
@@ -68,6 +84,7 @@ impl<'m> Utterance<'m> {
                 max: t,
             });
         }
+        let dtype = element_type(&m.dtype)?;
         // The encoder runs on the text's own tokens: row 0 unconditional (all pad), row 1
         // conditional, both with the conditional mask (all true here). Positions past the text
         // are padding, which the decoder's cross-attention masks out: their K/V stay zero.
@@ -81,13 +98,16 @@ impl<'m> Utterance<'m> {
 
         let alloc = Allocator::default();
         let decoder = model.decoder_session();
+        let place = Placement::new(&decoder, model.provider() == ExecutionProvider::Cuda)?;
         let mut binding = decoder.create_binding()?;
         let tokens = Tensor::<i64>::new(&alloc, [2usize, d.num_channels])?;
         let mut step = Tensor::<i64>::new(&alloc, [1usize])?;
         step.extract_tensor_mut().1[0] = 0;
-        let mask_t = Tensor::<bool>::from_array(([2usize, t], mask))?;
+        let mask_t = place.upload(Tensor::<bool>::from_array(([2usize, t], mask))?.upcast())?;
         let mut logits = Tensor::<f32>::new(&alloc, [2usize, d.num_channels, d.vocab_size])?;
         let mut cache = KvCache::new(
+            &place,
+            dtype,
             d.num_hidden_layers,
             2,
             d.num_key_value_heads,
@@ -97,7 +117,7 @@ impl<'m> Utterance<'m> {
         binding.bind_input("tokens", &tokens)?;
         binding.bind_input("step", &step)?;
         binding.bind_input("cross_mask", &mask_t)?;
-        let mut held = Vec::new();
+        let mut held = vec![mask_t];
         for (i, l) in cache.layers.iter_mut().enumerate() {
             binding.bind_input(format!("self_k_{i}"), &l.k)?;
             binding.bind_input(format!("self_v_{i}"), &l.v)?;
@@ -110,7 +130,7 @@ impl<'m> Utterance<'m> {
                         kind: "output",
                         name: name.clone(),
                     })?;
-                let padded = pad_cross(&alloc, &v, t, transposed)?;
+                let padded = place.upload(pad_cross(&v, dtype, t, transposed)?)?;
                 binding.bind_input(&name, &padded)?;
                 held.push(padded);
             }
@@ -127,9 +147,8 @@ impl<'m> Utterance<'m> {
             step,
             logits,
             _cache: cache,
-            max_frames: m.max_frames,
             _held: held,
-            _mask: mask_t,
+            max_frames: m.max_frames,
         })
     }
 

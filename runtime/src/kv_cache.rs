@@ -1,46 +1,110 @@
-//! The decoder's self-attention cache: per layer a K buffer `[2, KV, d, F]` (transposed) and
-//! a V buffer `[2, KV, F, d]`, owned by ONNX Runtime tensors. Each buffer is bound to the step
-//! session as both the cache input and the present-cache output, so every step writes its one
-//! slot in place inside the graph: the runtime never touches or copies the cache.
+//! Where an utterance's decoder state lives, and the self-attention cache.
+//!
+//! The cache is, per layer, a K buffer `[2, KV, d, F]` (transposed) and a V buffer
+//! `[2, KV, F, d]` in the bundle's dtype, on the device the decoder runs on (host memory for
+//! the CPU provider, GPU memory for CUDA). Each buffer is bound to the step session as both
+//! the cache input and the present-cache output, so every step writes its one slot in place
+//! inside the graph: the runtime never touches or copies the cache, and on a GPU it never
+//! crosses to the host.
 
-use ort::memory::Allocator;
-use ort::value::Tensor;
+use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::Session;
+use ort::value::{DynTensor, TensorElementType};
 
 use crate::error::RuntimeError;
 
+/// Allocates the decoder's state on the device its session runs on.
+pub struct Placement {
+    device: Option<Allocator>,
+}
+
+impl Placement {
+    /// Host memory, or the GPU's when `cuda` (through the session's CUDA allocator).
+    pub fn new(session: &Session, cuda: bool) -> Result<Self, RuntimeError> {
+        let device = if cuda {
+            let info = MemoryInfo::new(
+                AllocationDevice::CUDA,
+                0,
+                AllocatorType::Device,
+                MemoryType::Default,
+            )?;
+            Some(Allocator::new(session, info)?)
+        } else {
+            None
+        };
+        Ok(Self { device })
+    }
+
+    pub fn on_device(&self) -> bool {
+        self.device.is_some()
+    }
+
+    /// Moves a host tensor to the device (a copy, once); on the host it is returned as is.
+    pub fn upload(&self, host: DynTensor) -> Result<DynTensor, RuntimeError> {
+        match &self.device {
+            None => Ok(host),
+            Some(alloc) => {
+                let shape: Vec<i64> = host.shape().iter().copied().collect();
+                let mut dev = DynTensor::new(alloc, *host.data_type(), shape)?;
+                host.copy_into(&mut dev)?;
+                Ok(dev)
+            }
+        }
+    }
+
+    /// A zero-filled tensor on the device.
+    pub fn zeros(
+        &self,
+        dtype: TensorElementType,
+        shape: &[usize],
+    ) -> Result<DynTensor, RuntimeError> {
+        // The host allocator zero-fills; device memory gets those zeros by copy.
+        let host = DynTensor::new(&Allocator::default(), dtype, shape.to_vec())?;
+        self.upload(host)
+    }
+}
+
 pub struct LayerCache {
-    pub k: Tensor<f32>,
-    pub v: Tensor<f32>,
+    pub k: DynTensor,
+    pub v: DynTensor,
 }
 
 pub struct KvCache {
     pub layers: Vec<LayerCache>,
 }
 
-fn zeros(alloc: &Allocator, shape: [usize; 4]) -> Result<Tensor<f32>, RuntimeError> {
-    let mut t = Tensor::<f32>::new(alloc, shape)?;
-    // Slots past the current step are masked, but must hold finite values (0 · NaN is NaN).
-    t.extract_tensor_mut().1.fill(0.0);
-    Ok(t)
-}
-
 impl KvCache {
+    /// Zeroed caches: slots past the current step are masked, but must hold finite values
+    /// (0 · NaN is NaN in the attention product).
     pub fn new(
+        place: &Placement,
+        dtype: TensorElementType,
         layers: usize,
         batch: usize,
         kv_heads: usize,
         head_dim: usize,
         frames: usize,
     ) -> Result<Self, RuntimeError> {
-        let alloc = Allocator::default();
         let layers = (0..layers)
             .map(|_| {
                 Ok(LayerCache {
-                    k: zeros(&alloc, [batch, kv_heads, head_dim, frames])?,
-                    v: zeros(&alloc, [batch, kv_heads, frames, head_dim])?,
+                    k: place.zeros(dtype, &[batch, kv_heads, head_dim, frames])?,
+                    v: place.zeros(dtype, &[batch, kv_heads, frames, head_dim])?,
                 })
             })
             .collect::<Result<Vec<_>, RuntimeError>>()?;
         Ok(Self { layers })
+    }
+}
+
+/// The ONNX Runtime element type of a manifest dtype name.
+pub fn element_type(name: &str) -> Result<TensorElementType, RuntimeError> {
+    match name {
+        "float32" => Ok(TensorElementType::Float32),
+        "float16" => Ok(TensorElementType::Float16),
+        "bfloat16" => Ok(TensorElementType::Bfloat16),
+        other => Err(RuntimeError::InvalidOption(format!(
+            "unsupported bundle dtype {other}"
+        ))),
     }
 }

@@ -105,12 +105,7 @@ impl DiaModel {
         let manifest = Manifest::load(dir)?;
         let enc_path = check_graph(dir, "encoder", &manifest.graphs.encoder)?;
         let dec_path = check_graph(dir, "decoder_step", &manifest.graphs.decoder_step)?;
-        if manifest.dtype != "float32" {
-            return Err(RuntimeError::InvalidOption(format!(
-                "this bundle is {}; the CPU runtime runs float32 bundles (export with --dtype f32)",
-                manifest.dtype
-            )));
-        }
+        crate::kv_cache::element_type(&manifest.dtype)?;
         let encoder = open_session(&enc_path, "encoder", &manifest.graphs.encoder, opts)?;
         let decoder = open_session(
             &dec_path,
