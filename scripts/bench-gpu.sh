@@ -11,6 +11,9 @@ carry="$1"; frames="${2:-300}"; compile="${3:-}"
 work=/tmp/dia-gpu; mkdir -p "$work"
 bash "$carry/unpack-cuda-ep.sh" "$carry/SHA256" || exit 1
 source /opt/ort-gpu/env.sh
+if [[ -d "$carry/whl" ]]; then  # nari-labs needs pydantic, which that machine lacks
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$carry"/whl/*.whl && export PYTHONPATH=/tmp/site
+fi
 text="[S1] Dia is an open weights text to dialogue model. [S2] You get full control over scripts and voices."
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 

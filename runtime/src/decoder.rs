@@ -57,6 +57,13 @@ fn pad_cross(
     }
 }
 
+/// Device copies of the step's inputs and output (CUDA graph mode).
+struct GraphIo {
+    tokens: Tensor<i64>,
+    step: Tensor<i64>,
+    logits: Tensor<f32>,
+}
+
 pub struct Utterance<'m> {
     model: &'m DiaModel,
     binding: IoBinding,
@@ -67,6 +74,8 @@ pub struct Utterance<'m> {
     _cache: KvCache,
     /// Cross K/V and mask, kept alive for the binding.
     _held: Vec<DynTensor>,
+    /// Device-side step inputs/outputs when the step replays a CUDA graph.
+    graph_io: Option<GraphIo>,
     max_frames: usize,
 }
 
@@ -96,15 +105,27 @@ impl<'m> Utterance<'m> {
         mask[..len].fill(true);
         mask[t..t + len].fill(true);
 
-        let alloc = Allocator::default();
         let decoder = model.decoder_session();
-        let place = Placement::new(&decoder, model.provider() == ExecutionProvider::Cuda)?;
+        let cuda = model.provider() == ExecutionProvider::Cuda;
+        let place = Placement::new(&decoder, cuda)?;
+        let alloc = Allocator::default();
         let mut binding = decoder.create_binding()?;
-        let tokens = Tensor::<i64>::new(&alloc, [2usize, d.num_channels])?;
+        let mut tokens = Tensor::<i64>::new(&alloc, [2usize, d.num_channels])?;
+        tokens.extract_tensor_mut().1.fill(cfg.bos_token_id);
         let mut step = Tensor::<i64>::new(&alloc, [1usize])?;
         step.extract_tensor_mut().1[0] = 0;
         let mask_t = place.upload(Tensor::<bool>::from_array(([2usize, t], mask))?.upcast())?;
         let mut logits = Tensor::<f32>::new(&alloc, [2usize, d.num_channels, d.vocab_size])?;
+        // A CUDA graph replays fixed device addresses: then the step's inputs and outputs live
+        // on the GPU too, and each step copies the tokens and step index up and the logits down.
+        let graph_io = match (model.cuda_graph(), place.device_allocator()) {
+            (true, Some(dev)) => Some(GraphIo {
+                tokens: Tensor::<i64>::new(dev, [2usize, d.num_channels])?,
+                step: Tensor::<i64>::new(dev, [1usize])?,
+                logits: Tensor::<f32>::new(dev, [2usize, d.num_channels, d.vocab_size])?,
+            }),
+            _ => None,
+        };
         let mut cache = KvCache::new(
             &place,
             dtype,
@@ -114,8 +135,16 @@ impl<'m> Utterance<'m> {
             d.head_dim,
             m.max_frames,
         )?;
-        binding.bind_input("tokens", &tokens)?;
-        binding.bind_input("step", &step)?;
+        match &graph_io {
+            Some(g) => {
+                binding.bind_input("tokens", &g.tokens)?;
+                binding.bind_input("step", &g.step)?;
+            }
+            None => {
+                binding.bind_input("tokens", &tokens)?;
+                binding.bind_input("step", &step)?;
+            }
+        }
         binding.bind_input("cross_mask", &mask_t)?;
         let mut held = vec![mask_t];
         for (i, l) in cache.layers.iter_mut().enumerate() {
@@ -138,7 +167,11 @@ impl<'m> Utterance<'m> {
             binding.bind_output(format!("present_k_{i}"), &mut l.k)?;
             binding.bind_output(format!("present_v_{i}"), &mut l.v)?;
         }
-        binding.bind_output("logits", &mut logits)?;
+        let mut graph_io = graph_io;
+        match graph_io.as_mut() {
+            Some(g) => binding.bind_output("logits", &mut g.logits)?,
+            None => binding.bind_output("logits", &mut logits)?,
+        }
         drop(decoder);
         Ok(Self {
             model,
@@ -148,6 +181,7 @@ impl<'m> Utterance<'m> {
             logits,
             _cache: cache,
             _held: held,
+            graph_io,
             max_frames: m.max_frames,
         })
     }
@@ -168,9 +202,16 @@ impl<'m> Utterance<'m> {
             buf[c..].copy_from_slice(tokens);
         }
         self.step.extract_tensor_mut().1[0] = position as i64;
+        if let Some(g) = self.graph_io.as_mut() {
+            self.tokens.copy_into(&mut g.tokens)?;
+            self.step.copy_into(&mut g.step)?;
+        }
         {
             let mut session = self.model.decoder_session();
             session.run_binding(&self.binding)?;
+        }
+        if let Some(g) = self.graph_io.as_ref() {
+            g.logits.copy_into(&mut self.logits)?;
         }
         Ok(self.logits.extract_tensor().1)
     }

@@ -39,6 +39,11 @@ impl Placement {
         self.device.is_some()
     }
 
+    /// The device allocator, when the state lives on a GPU.
+    pub fn device_allocator(&self) -> Option<&Allocator> {
+        self.device.as_ref()
+    }
+
     /// Moves a host tensor to the device (a copy, once); on the host it is returned as is.
     pub fn upload(&self, host: DynTensor) -> Result<DynTensor, RuntimeError> {
         match &self.device {

@@ -62,6 +62,9 @@ struct Args {
     /// Execution provider: auto (CoreML on macOS, CUDA where it loads, else CPU), cpu, cuda, coreml.
     #[arg(long, default_value = "auto")]
     ep: ExecutionProvider,
+    /// With --ep cuda: capture the decoder step as a CUDA graph and replay it every step.
+    #[arg(long)]
+    cuda_graph: bool,
     /// Intra-op threads for ONNX Runtime (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -148,6 +151,7 @@ fn main() -> Result<()> {
         &ModelOptions {
             threads: args.threads,
             provider: args.ep,
+            cuda_graph: args.cuda_graph,
         },
     )?;
     for w in model.warnings() {

@@ -22,6 +22,9 @@ pub struct ModelOptions {
     pub threads: Option<usize>,
     /// Execution provider (default: auto).
     pub provider: ExecutionProvider,
+    /// CUDA only: capture the decoder step's kernel launches once and replay them (ONNX
+    /// Runtime's CUDA graphs); every step input and output then lives at a fixed address.
+    pub cuda_graph: bool,
 }
 
 pub struct DiaModel {
@@ -32,6 +35,7 @@ pub struct DiaModel {
     dac_decoder: Option<Mutex<Session>>,
     dac_encoder: Option<Mutex<Session>>,
     provider: ExecutionProvider,
+    cuda_graph: bool,
     warnings: Vec<String>,
 }
 
@@ -75,7 +79,8 @@ fn open_session(
     if let Some(n) = opts.threads {
         b = b.with_intra_threads(n).map_err(ort::Error::from)?;
     }
-    let (mut b, provider, warning) = providers::register(b, opts.provider);
+    let graph = opts.cuda_graph && name == "decoder_step";
+    let (mut b, provider, warning) = providers::register(b, opts.provider, graph);
     let session = b.commit_from_file(path)?;
     for t in &spec.inputs {
         if !session.inputs().iter().any(|i| i.name() == t.name) {
@@ -137,6 +142,7 @@ impl DiaModel {
             dac_decoder,
             dac_encoder,
             provider: decoder.provider,
+            cuda_graph: opts.cuda_graph && decoder.provider == ExecutionProvider::Cuda,
             warnings,
         })
     }
@@ -144,6 +150,11 @@ impl DiaModel {
     /// The execution provider the decoder runs on.
     pub fn provider(&self) -> ExecutionProvider {
         self.provider
+    }
+
+    /// Whether the decoder step replays a captured CUDA graph.
+    pub fn cuda_graph(&self) -> bool {
+        self.cuda_graph
     }
 
     /// Warnings from loading (e.g. a requested provider that fell back to the CPU).

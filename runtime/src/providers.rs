@@ -55,11 +55,12 @@ impl std::str::FromStr for ExecutionProvider {
 pub fn register(
     mut builder: SessionBuilder,
     wanted: ExecutionProvider,
+    cuda_graph: bool,
 ) -> (SessionBuilder, ExecutionProvider, Option<String>) {
     let mut warning = None;
     for ep in wanted.candidates() {
         let dispatch = match ep {
-            ExecutionProvider::Cuda => ep::CUDA::default().build(),
+            ExecutionProvider::Cuda => ep::CUDA::default().with_cuda_graph(cuda_graph).build(),
             ExecutionProvider::CoreMl => ep::CoreML::default().build(),
             _ => continue,
         }
