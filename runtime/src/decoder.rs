@@ -57,6 +57,18 @@ fn pad_cross(
     }
 }
 
+/// Where a step's wall time went, summed over the steps run so far (seconds).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StepTimings {
+    /// Host-to-device copies of the tokens and step index (CUDA graph mode only).
+    pub upload_s: f64,
+    /// The session run (graph replay, or every kernel launch, plus ONNX Runtime's own copies).
+    pub run_s: f64,
+    /// Device-to-host copy of the logits (CUDA graph mode only).
+    pub download_s: f64,
+    pub steps: usize,
+}
+
 /// Device copies of the step's inputs and output (CUDA graph mode).
 struct GraphIo {
     tokens: Tensor<i64>,
@@ -76,6 +88,7 @@ pub struct Utterance<'m> {
     _held: Vec<DynTensor>,
     /// Device-side step inputs/outputs when the step replays a CUDA graph.
     graph_io: Option<GraphIo>,
+    pub timings: StepTimings,
     max_frames: usize,
 }
 
@@ -182,6 +195,7 @@ impl<'m> Utterance<'m> {
             _cache: cache,
             _held: held,
             graph_io,
+            timings: StepTimings::default(),
             max_frames: m.max_frames,
         })
     }
@@ -202,17 +216,25 @@ impl<'m> Utterance<'m> {
             buf[c..].copy_from_slice(tokens);
         }
         self.step.extract_tensor_mut().1[0] = position as i64;
+        let t0 = std::time::Instant::now();
         if let Some(g) = self.graph_io.as_mut() {
             self.tokens.copy_into(&mut g.tokens)?;
             self.step.copy_into(&mut g.step)?;
         }
+        let t1 = std::time::Instant::now();
         {
             let mut session = self.model.decoder_session();
             session.run_binding(&self.binding)?;
         }
+        let t2 = std::time::Instant::now();
         if let Some(g) = self.graph_io.as_ref() {
             g.logits.copy_into(&mut self.logits)?;
         }
+        let t3 = std::time::Instant::now();
+        self.timings.upload_s += (t1 - t0).as_secs_f64();
+        self.timings.run_s += (t2 - t1).as_secs_f64();
+        self.timings.download_s += (t3 - t2).as_secs_f64();
+        self.timings.steps += 1;
         Ok(self.logits.extract_tensor().1)
     }
 }

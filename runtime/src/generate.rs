@@ -69,6 +69,9 @@ pub struct Generation {
     pub encoder_s: f64,
     pub first_step_s: f64,
     pub decode_s: f64,
+    /// Where the decode time went: the decoder's share per part, and the sampler's.
+    pub step_timings: crate::decoder::StepTimings,
+    pub sample_s: f64,
 }
 
 impl GenerateOptions {
@@ -179,6 +182,7 @@ impl DiaModel {
         let mut bos_over = false;
         let t1 = Instant::now();
         let mut first_step_s = 0.0;
+        let mut sample_s = 0.0;
 
         while dec_step < max_tokens {
             if countdown == 0 {
@@ -187,7 +191,9 @@ impl DiaModel {
             let current = dec_step + 1;
             input.copy_from_slice(frames.row(dec_step));
             let logits = utt.step(&input, dec_step)?;
+            let ts = Instant::now();
             sampler.sample(logits, &params, &mut rng, &mut pred);
+            sample_s += ts.elapsed().as_secs_f64();
             if dec_step == prefill_steps - 1 {
                 first_step_s = t1.elapsed().as_secs_f64();
             }
@@ -254,6 +260,8 @@ impl DiaModel {
             encoder_s,
             first_step_s,
             decode_s,
+            step_timings: utt.timings,
+            sample_s,
         })
     }
 }
