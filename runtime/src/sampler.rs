@@ -27,20 +27,19 @@ pub struct Sampler {
     logits: Vec<f32>,
     scratch: Vec<f32>,
     order: Vec<u32>,
+    select: Vec<f32>,
 }
 
-/// Indices of the `k` largest values of `v` end up in `order[..k]` (in no particular order).
-fn top_k_indices(v: &[f32], k: usize, order: &mut Vec<u32>) {
-    order.clear();
-    order.extend(0..v.len() as u32);
-    if k < v.len() {
-        // Descending by value; NaN sorts last.
-        order.select_nth_unstable_by(k, |&a, &b| {
-            v[b as usize]
-                .partial_cmp(&v[a as usize])
-                .unwrap_or(std::cmp::Ordering::Less)
-        });
+/// The k-th largest value of `v` (the top-k are the values >= it; among exact ties at the
+/// boundary torch.topk's choice is unspecified too). Uses `buf` as scratch.
+fn top_k_threshold(v: &[f32], k: usize, buf: &mut Vec<f32>) -> f32 {
+    if k >= v.len() {
+        return f32::NEG_INFINITY;
     }
+    buf.clear();
+    buf.extend_from_slice(v);
+    let (_, kth, _) = buf.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+    *kth
 }
 
 /// First index of the maximum (torch.argmax picks the first on ties).
@@ -63,6 +62,7 @@ impl Sampler {
             logits: vec![0.0; channels * vocab],
             scratch: vec![0.0; vocab],
             order: Vec::with_capacity(vocab),
+            select: Vec::with_capacity(vocab),
         }
     }
 
@@ -88,11 +88,10 @@ impl Sampler {
             for i in 0..v {
                 self.scratch[i] = k[i] + p.cfg_scale * (k[i] - u[i]);
             }
-            top_k_indices(&self.scratch, p.cfg_filter_top_k, &mut self.order);
+            let thr = top_k_threshold(&self.scratch, p.cfg_filter_top_k, &mut self.select);
             let row = &mut self.logits[ch * v..(ch + 1) * v];
-            row.fill(f32::NEG_INFINITY);
-            for &i in &self.order[..p.cfg_filter_top_k.min(v)] {
-                row[i as usize] = k[i as usize];
+            for ((r, &c), &kv) in row.iter_mut().zip(&self.scratch).zip(k) {
+                *r = if c >= thr { kv } else { f32::NEG_INFINITY };
             }
             let first_masked = if ch == 0 { eos + 1 } else { eos };
             row[first_masked.min(v)..].fill(f32::NEG_INFINITY);
@@ -119,13 +118,12 @@ impl Sampler {
             }
         }
         // top-k again, on the tempered logits.
-        let k = p.cfg_filter_top_k.min(v);
-        top_k_indices(row, k, &mut self.order);
-        self.scratch.fill(f32::NEG_INFINITY);
-        for &i in &self.order[..k] {
-            self.scratch[i as usize] = row[i as usize];
+        let thr = top_k_threshold(row, p.cfg_filter_top_k, &mut self.select);
+        for x in row.iter_mut() {
+            if *x < thr {
+                *x = f32::NEG_INFINITY;
+            }
         }
-        row.copy_from_slice(&self.scratch);
         // Softmax (probabilities into scratch).
         let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0.0f32;
