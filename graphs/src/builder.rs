@@ -574,6 +574,9 @@ impl Builder {
     pub fn div(&mut self, a: &Value, b: &Value) -> Value {
         self.binary("Div", a, b)
     }
+    pub fn pow(&mut self, a: &Value, b: &Value) -> Value {
+        self.binary("Pow", a, b)
+    }
     /// Elementwise maximum of two values (broadcast).
     pub fn max(&mut self, a: &Value, b: &Value) -> Value {
         self.binary("Max", a, b)
