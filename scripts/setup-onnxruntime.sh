@@ -6,7 +6,10 @@ set -euo pipefail
 ORT_VERSION="${ORT_VERSION:-1.31.1}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dest="$root/.onnxruntime"
-lib="$dest/libonnxruntime.so"
+case "$(uname -s)" in
+  Darwin) lib="$dest/libonnxruntime.dylib" ;;
+  *) lib="$dest/libonnxruntime.so" ;;
+esac
 stamp="$dest/VERSION"
 
 if [[ -f "$lib" && -f "$stamp" && "$(cat "$stamp")" == "$ORT_VERSION" ]]; then
@@ -37,7 +40,8 @@ with zipfile.ZipFile(wheel) as z:
         z.extract(n, out)
 PY
 mkdir -p "$dest"
-src="$(find "$tmp/unpacked" -name 'libonnxruntime*' -type f | head -n 1)"
+# The wheel's main library (not a provider plugin such as libonnxruntime_providers_*).
+src="$(find "$tmp/unpacked" -name 'libonnxruntime*' -type f ! -name '*providers*' | head -n 1)"
 # Copy to a temporary name and rename, so an interrupted run leaves no half-written library.
 cp "$src" "$dest/.libonnxruntime.tmp"
 mv "$dest/.libonnxruntime.tmp" "$lib"

@@ -62,6 +62,9 @@ struct Args {
     /// Execution provider: auto (CoreML on macOS, CUDA where it loads, else CPU), cpu, cuda, coreml.
     #[arg(long, default_value = "auto")]
     ep: ExecutionProvider,
+    /// With --ep coreml: compute units CoreML may use: all, cpu-and-ne (Neural Engine), cpu-and-gpu.
+    #[arg(long, default_value = "all")]
+    coreml_units: dia_run::providers::CoreMlUnits,
     /// With --ep cuda: capture the decoder step as a CUDA graph and replay it every step.
     #[arg(long)]
     cuda_graph: bool,
@@ -152,6 +155,8 @@ fn main() -> Result<()> {
             threads: args.threads,
             provider: args.ep,
             cuda_graph: args.cuda_graph,
+            coreml_units: args.coreml_units,
+            coreml_cache_dir: None,
         },
     )?;
     for w in model.warnings() {

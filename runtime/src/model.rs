@@ -25,6 +25,10 @@ pub struct ModelOptions {
     /// CUDA only: capture the decoder step's kernel launches once and replay them (ONNX
     /// Runtime's CUDA graphs); every step input and output then lives at a fixed address.
     pub cuda_graph: bool,
+    /// CoreML only: compute units (default all).
+    pub coreml_units: providers::CoreMlUnits,
+    /// CoreML only: compiled-model cache directory (default: `coreml-cache/` in the bundle).
+    pub coreml_cache_dir: Option<PathBuf>,
 }
 
 pub struct DiaModel {
@@ -79,8 +83,16 @@ fn open_session(
     if let Some(n) = opts.threads {
         b = b.with_intra_threads(n).map_err(ort::Error::from)?;
     }
-    let graph = opts.cuda_graph && name == "decoder_step";
-    let (mut b, provider, warning) = providers::register(b, opts.provider, graph);
+    let popts = providers::ProviderOptions {
+        cuda_graph: opts.cuda_graph && name == "decoder_step",
+        coreml_units: opts.coreml_units,
+        coreml_cache_dir: Some(
+            opts.coreml_cache_dir
+                .clone()
+                .unwrap_or_else(|| path.parent().unwrap_or(Path::new(".")).join("coreml-cache")),
+        ),
+    };
+    let (mut b, provider, warning) = providers::register(b, opts.provider, &popts);
     let session = b.commit_from_file(path)?;
     for t in &spec.inputs {
         if !session.inputs().iter().any(|i| i.name() == t.name) {

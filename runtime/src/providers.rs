@@ -52,16 +52,66 @@ impl std::str::FromStr for ExecutionProvider {
 
 /// Registers the first provider of `wanted` that loads. Returns the builder, the provider in
 /// use and, when a provider asked for by name could not load, a warning saying why.
+/// Which Apple compute units CoreML may use (`MLComputeUnits`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CoreMlUnits {
+    #[default]
+    All,
+    CpuAndNeuralEngine,
+    CpuAndGpu,
+}
+
+impl std::str::FromStr for CoreMlUnits {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "all" => Ok(Self::All),
+            "cpu-and-ne" => Ok(Self::CpuAndNeuralEngine),
+            "cpu-and-gpu" => Ok(Self::CpuAndGpu),
+            _ => Err(format!(
+                "unknown CoreML compute units `{s}` (all, cpu-and-ne, cpu-and-gpu)"
+            )),
+        }
+    }
+}
+
+/// Provider settings beyond the choice of provider.
+#[derive(Clone, Debug, Default)]
+pub struct ProviderOptions {
+    /// CUDA: capture the step as a CUDA graph.
+    pub cuda_graph: bool,
+    /// CoreML: compute units.
+    pub coreml_units: CoreMlUnits,
+    /// CoreML: where compiled models are cached, so the second start is fast.
+    pub coreml_cache_dir: Option<std::path::PathBuf>,
+}
+
+fn coreml(opts: &ProviderOptions) -> ep::ExecutionProviderDispatch {
+    let units = match opts.coreml_units {
+        CoreMlUnits::All => ep::coreml::ComputeUnits::All,
+        CoreMlUnits::CpuAndNeuralEngine => ep::coreml::ComputeUnits::CPUAndNeuralEngine,
+        CoreMlUnits::CpuAndGpu => ep::coreml::ComputeUnits::CPUAndGPU,
+    };
+    let mut p = ep::CoreML::default()
+        .with_model_format(ep::coreml::ModelFormat::MLProgram)
+        .with_compute_units(units)
+        .with_static_input_shapes(true);
+    if let Some(dir) = &opts.coreml_cache_dir {
+        p = p.with_model_cache_dir(dir.display());
+    }
+    p.build()
+}
+
 pub fn register(
     mut builder: SessionBuilder,
     wanted: ExecutionProvider,
-    cuda_graph: bool,
+    opts: &ProviderOptions,
 ) -> (SessionBuilder, ExecutionProvider, Option<String>) {
     let mut warning = None;
     for ep in wanted.candidates() {
         let dispatch = match ep {
-            ExecutionProvider::Cuda => ep::CUDA::default().with_cuda_graph(cuda_graph).build(),
-            ExecutionProvider::CoreMl => ep::CoreML::default().build(),
+            ExecutionProvider::Cuda => ep::CUDA::default().with_cuda_graph(opts.cuda_graph).build(),
+            ExecutionProvider::CoreMl => coreml(opts),
             _ => continue,
         }
         .error_on_failure();
