@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 /// Bumped whenever graph inputs/outputs or their meaning change.
 pub const FORMAT_VERSION: u32 = 2;
 pub const MANIFEST_FILE: &str = "manifest.json";
+/// The additive attention bias of masked positions in `coreml`-target graphs' float mask
+/// inputs (finite, so float16 arithmetic stays finite; exp of it is 0 in float32 and float16).
+pub const MASK_BIAS: f32 = -30000.0;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
@@ -316,9 +319,17 @@ pub struct Manifest {
     /// Present when the bundle carries the DAC graphs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dac: Option<DacInfo>,
+    /// `portable` (ONNX Runtime CPU/CUDA) or `coreml` (static shapes, int32 ids, float mask
+    /// biases, the step returning new K/V rows); see `dia_graphs::Target`.
+    #[serde(default = "portable")]
+    pub target: String,
     /// Present when projection weights are block-quantised (`dia-export --quantize`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantization: Option<Quantization>,
+}
+
+fn portable() -> String {
+    "portable".into()
 }
 
 /// Weight-only quantisation of a bundle (ONNX Runtime `MatMulNBits`).

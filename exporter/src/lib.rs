@@ -23,7 +23,7 @@ use dia_bundle::{
 use dia_graphs::quant::QuantSpec;
 use dia_graphs::{
     dac, decoder, encoder, Builder, Checkpoint, CheckpointError, DType, DacCheckpoint, DacError,
-    DacWeights, ExternalData,
+    DacWeights, ExternalData, Target,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +58,8 @@ pub struct ExportOptions {
     /// Weight-only block quantisation of the encoder's and decoder's projection matrices
     /// (embeddings, norms and the logits head stay in `dtype`).
     pub quantize: Option<QuantSpec>,
+    /// What the graphs are for: ONNX Runtime's CPU/CUDA providers, or Core ML.
+    pub target: Target,
 }
 
 /// What an export wrote.
@@ -125,6 +127,13 @@ where
 /// Exports the checkpoint at `opts.checkpoint` into a bundle at `opts.out`.
 pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
     let start = Instant::now();
+    if opts.target == Target::CoreMl && (opts.quantize.is_some() || opts.dtype == DType::BF16) {
+        return Err(ExportError::Options(
+            "--target coreml takes --dtype f16 or f32 and no --quantize (Core ML has no \
+             MatMulNBits or bfloat16)"
+                .into(),
+        ));
+    }
     if !matches!(opts.dtype, DType::F32 | DType::F16 | DType::BF16) {
         return Err(ExportError::Options(format!(
             "--dtype {} is not supported; use f32, f16 or bf16",
@@ -212,7 +221,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
             "encoder",
             "Dia encoder: text tokens and mask of the CFG pair -> encoder states and cross-attention K/V of every decoder layer",
             &mut files,
-            |b| encoder::build_encoder(b, &w, &cfg, text_len),
+            |b| encoder::build_encoder(b, &w, &cfg, text_len, opts.target),
         )?;
         tracing::info!(secs = start.elapsed().as_secs_f64(), "encoder.onnx written");
         let dec = write_graph(
@@ -220,7 +229,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
             "decoder_step",
             "Dia decoder, one step for the CFG pair, with an explicit self-attention KV cache",
             &mut files,
-            |b| decoder::build_decoder_step(b, &w, &cfg, text_len, max_frames),
+            |b| decoder::build_decoder_step(b, &w, &cfg, text_len, max_frames, opts.target),
         )?;
         tracing::info!(
             secs = start.elapsed().as_secs_f64(),
@@ -271,6 +280,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
                 dac_encoder,
             },
             dac: dac_info,
+            target: opts.target.name().to_string(),
             quantization: opts.quantize.map(|q| Quantization {
                 scheme: q.name(),
                 bits: q.bits,

@@ -12,7 +12,7 @@ use anyhow::Result;
 use clap::{Parser, ValueEnum};
 use dia_export::{coreml_check, export, ExportOptions};
 use dia_graphs::quant::QuantSpec;
-use dia_graphs::DType;
+use dia_graphs::{DType, Target};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Precision {
@@ -30,9 +30,14 @@ struct Args {
     /// Bundle directory to write (replaced atomically if it already holds a bundle).
     #[arg(long)]
     out: PathBuf,
-    /// Weight and activation dtype (norms, RoPE, softmax and logits stay float32).
-    #[arg(long, value_enum, default_value = "f32")]
-    dtype: Precision,
+    /// Weight and activation dtype (norms, RoPE, softmax and logits stay float32); default f32,
+    /// or f16 with --target coreml.
+    #[arg(long, value_enum)]
+    dtype: Option<Precision>,
+    /// portable (ONNX Runtime CPU and CUDA) or coreml (graphs the CoreML provider takes whole:
+    /// static shapes, int32 ids, float masks).
+    #[arg(long, value_enum, default_value = "portable")]
+    target: TargetArg,
     /// Encoder text length; texts are padded to it (default: the model's, 1024).
     #[arg(long)]
     max_text_len: Option<usize>,
@@ -48,6 +53,12 @@ struct Args {
     /// blocks of 32, int8 activations on the CPU): int8 or int4.
     #[arg(long, value_enum, default_value = "none")]
     quantize: Quantize,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum TargetArg {
+    Portable,
+    Coreml,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -134,7 +145,14 @@ fn main() -> Result<ExitCode> {
     let report = export(&ExportOptions {
         checkpoint: args.checkpoint,
         out: args.out.clone(),
-        dtype: match args.dtype {
+        target: match args.target {
+            TargetArg::Portable => Target::Portable,
+            TargetArg::Coreml => Target::CoreMl,
+        },
+        dtype: match args.dtype.unwrap_or(match args.target {
+            TargetArg::Portable => Precision::F32,
+            TargetArg::Coreml => Precision::F16,
+        }) {
             Precision::F32 => DType::F32,
             Precision::F16 => DType::F16,
             Precision::Bf16 => DType::BF16,

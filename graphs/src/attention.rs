@@ -25,11 +25,28 @@ impl Heads {
     }
 }
 
-/// Masked softmax in float32, cast back to `dtype`. `keep` broadcasts against `scores`.
-fn masked_softmax(b: &mut Builder, scores: &Value, keep: &Value, dtype: DType) -> Value {
+/// Which scores attention may use, broadcasting against the scores.
+pub enum Mask {
+    /// bool, true where allowed: masked scores become -inf (`Where`).
+    Keep(Value),
+    /// float32, 0 where allowed and a large negative number elsewhere, added to the scores:
+    /// for targets without `Where` on bool tensors (Core ML).
+    Bias(Value),
+}
+
+/// The additive bias of a [`Mask::Bias`] (finite, so float16 arithmetic stays finite).
+pub const MASK_BIAS: f32 = dia_bundle::MASK_BIAS;
+
+/// Masked softmax in float32, cast back to `dtype`.
+fn masked_softmax(b: &mut Builder, scores: &Value, mask: &Mask, dtype: DType) -> Value {
     let s = b.cast(scores, DType::F32);
-    let neg = b.scalar(f32::NEG_INFINITY, DType::F32);
-    let s = b.where_(keep, &s, &neg);
+    let s = match mask {
+        Mask::Keep(keep) => {
+            let neg = b.scalar(f32::NEG_INFINITY, DType::F32);
+            b.where_(keep, &s, &neg)
+        }
+        Mask::Bias(bias) => b.add(&s, bias),
+    };
     let p = b.softmax(&s, -1);
     b.cast(&p, dtype)
 }
@@ -81,7 +98,7 @@ pub fn self_attention_full(
     b: &mut Builder,
     w: &Weights,
     x: &Value,
-    keep: &Value,
+    keep: &Mask,
     cos: &Value,
     sin: &Value,
     heads: Heads,
@@ -120,8 +137,8 @@ pub fn self_attention_full(
 pub struct CacheSlot {
     pub k_index: Value,
     pub v_index: Value,
-    /// `[F]` bool: the slots this step attends (`0..=step`).
-    pub keep: Value,
+    /// The slots this step attends (`0..=step`), over `[F]`.
+    pub keep: Mask,
 }
 
 /// One decoder step of self-attention with the cache updated in place.
@@ -172,6 +189,62 @@ pub fn self_attention_step(
     Ok((out_proj(b, w, &attn, heads, dim)?, present_k, present_v))
 }
 
+/// One decoder step of self-attention for targets without an in-place scatter (Core ML):
+/// the cache is only read, `before` masks its slots to those before this step, the step's own
+/// key and value are attended directly and returned as rows (k `[B,KV,d,1]`, v `[B,KV,1,d]`)
+/// for the runtime to write into slot `step`.
+#[allow(clippy::too_many_arguments)]
+pub fn self_attention_step_rows(
+    b: &mut Builder,
+    w: &Weights,
+    x: &Value,
+    k_cache: &Value,
+    v_cache: &Value,
+    before: &Mask,
+    cos: &Value,
+    sin: &Value,
+    heads: Heads,
+) -> Result<(Value, Value, Value), CheckpointError> {
+    let dim = x.shape[2] as usize;
+    let (q, k, v) = qkv(b, w, x, heads, dim)?;
+    let (attn, new_k, new_v) = b.scoped(w.prefix(), |b| {
+        let bsz = x.shape[0];
+        let (h, kv, d, g) = (
+            heads.q as i64,
+            heads.kv as i64,
+            heads.dim as i64,
+            heads.group() as i64,
+        );
+        let q = apply_rope(b, &q, cos, sin);
+        let k = apply_rope(b, &k, cos, sin);
+        let qg = b.reshape(&q, &[bsz, kv, g, d]);
+        let new_k = b.reshape(&k, &[bsz, kv, d, 1]);
+        let new_v = b.reshape(&v, &[bsz, kv, 1, d]);
+        let s_cache = b.matmul(&qg, k_cache); // [B,KV,G,F]
+        let s_cache = b.cast(&s_cache, DType::F32);
+        let s_cache = match before {
+            Mask::Keep(keep) => {
+                let neg = b.scalar(f32::NEG_INFINITY, DType::F32);
+                b.where_(keep, &s_cache, &neg)
+            }
+            Mask::Bias(bias) => b.add(&s_cache, bias),
+        };
+        let s_new = b.matmul(&qg, &new_k); // [B,KV,G,1]
+        let s_new = b.cast(&s_new, DType::F32);
+        let s = b.concat(&[&s_cache, &s_new], -1);
+        let p = b.softmax(&s, -1);
+        let p = b.cast(&p, q.dtype);
+        let f = k_cache.shape[3];
+        let ps = b.split(&p, -1, &[f, 1]);
+        let o_cache = b.matmul(&ps[0], v_cache); // [B,KV,G,d]
+        let o_new = b.matmul(&ps[1], &new_v);
+        let o = b.add(&o_cache, &o_new);
+        let o = b.reshape(&o, &[bsz, 1, h * d]);
+        (o, new_k, new_v)
+    });
+    Ok((out_proj(b, w, &attn, heads, dim)?, new_k, new_v))
+}
+
 /// Cross-attention K (transposed, `[B,KV,d,T]`) and V (`[B,KV,T,d]`) from the encoder output
 /// `[B,T,E]`: computed once per utterance by the encoder graph.
 pub fn cross_kv(
@@ -208,7 +281,7 @@ pub fn cross_attention_step(
     x: &Value,
     k: &Value,
     v: &Value,
-    keep: &Value,
+    keep: &Mask,
     heads: Heads,
 ) -> Result<Value, CheckpointError> {
     let dim = x.shape[2] as usize;

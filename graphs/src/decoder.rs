@@ -15,7 +15,9 @@
 
 use dia_bundle::DiaConfig;
 
-use crate::attention::{cross_attention_step, self_attention_step, CacheSlot, Heads};
+use crate::attention::{
+    cross_attention_step, self_attention_step, self_attention_step_rows, CacheSlot, Heads, Mask,
+};
 use crate::builder::{Builder, DType, Value};
 use crate::checkpoint::CheckpointError;
 use crate::encoder::{f32_bytes, PAIR};
@@ -24,11 +26,20 @@ use crate::norm::rms_norm;
 use crate::rope;
 use crate::tensor::Tensor;
 use crate::weights::Weights;
+use crate::Target;
+
+/// How a step adds its key/value to the cache.
+enum CacheUpdate {
+    /// Scattered into slot `step` inside the graph (the buffers are input and output).
+    InPlace(CacheSlot),
+    /// Returned as rows for the runtime to write; the mask covers the slots before `step`.
+    Rows(Mask),
+}
 
 /// Per-step values shared by every layer.
 struct StepContext {
-    slot: CacheSlot,
-    cross_keep: Value,
+    update: CacheUpdate,
+    cross_keep: Mask,
     cos: Value,
     sin: Value,
 }
@@ -60,17 +71,15 @@ fn decoder_layer(
 
     let h = rms_norm(b, &pre_sa, x, d.norm_eps);
     let h = b.cast(&h, w.dtype);
-    let (sa, new_k, new_v) = self_attention_step(
-        b,
-        &w.pp("self_attention"),
-        &h,
-        cache.0,
-        cache.1,
-        &ctx.slot,
-        &ctx.cos,
-        &ctx.sin,
-        self_heads,
-    )?;
+    let sw = w.pp("self_attention");
+    let (sa, new_k, new_v) = match &ctx.update {
+        CacheUpdate::InPlace(slot) => self_attention_step(
+            b, &sw, &h, cache.0, cache.1, slot, &ctx.cos, &ctx.sin, self_heads,
+        )?,
+        CacheUpdate::Rows(before) => self_attention_step_rows(
+            b, &sw, &h, cache.0, cache.1, before, &ctx.cos, &ctx.sin, self_heads,
+        )?,
+    };
     let x = b.add(x, &sa);
 
     let h = rms_norm(b, &pre_ca, &x, d.norm_eps);
@@ -93,22 +102,38 @@ fn decoder_layer(
 }
 
 /// Builds the single-step decoder for texts of `text_len` tokens and a cache of `max_frames`.
+///
+/// For [`Target::CoreMl`] the inputs differ: `tokens` int32 `[2, C]` already offset by `c·V`
+/// (channel c's id plus c times the vocabulary), `step` int32 `[1]`, `self_bias` float32 `[F]`
+/// (0 for the slots before `step`, -30000 from it on) and `cross_bias` float32 `[2, T]` (0 on
+/// text, -30000 on padding) instead of `cross_mask`; the outputs are `logits`, `new_k_{i}`
+/// `[2, KV, d, 1]` and `new_v_{i}` `[2, KV, 1, d]`.
 pub fn build_decoder_step(
     b: &mut Builder,
     w: &Weights,
     cfg: &DiaConfig,
     text_len: usize,
     max_frames: usize,
+    target: Target,
 ) -> Result<(), CheckpointError> {
+    let coreml = target == Target::CoreMl;
     let d = &cfg.decoder_config;
     let (c, v, dim) = (d.num_channels, d.vocab_size, d.hidden_size);
     let (t, f) = (text_len as i64, max_frames as i64);
     let (kv, hd) = (d.num_key_value_heads as i64, d.head_dim as i64);
     let (ckv, chd) = (d.cross_num_key_value_heads as i64, d.cross_head_dim as i64);
 
-    let tokens = b.input("tokens", DType::I64, &[PAIR, c as i64]);
-    let step = b.input("step", DType::I64, &[1]);
-    let cross_mask = b.input("cross_mask", DType::Bool, &[PAIR, t]);
+    let ids = if coreml { DType::I32 } else { DType::I64 };
+    let tokens = b.input("tokens", ids, &[PAIR, c as i64]);
+    let step = b.input("step", ids, &[1]);
+    let (cross_mask, self_bias) = if coreml {
+        (
+            b.input("cross_bias", DType::F32, &[PAIR, t]),
+            Some(b.input("self_bias", DType::F32, &[f])),
+        )
+    } else {
+        (b.input("cross_mask", DType::Bool, &[PAIR, t]), None)
+    };
     let mut caches = Vec::new();
     for i in 0..d.num_hidden_layers {
         let k = b.input(&format!("self_k_{i}"), w.dtype, &[PAIR, kv, hd, f]);
@@ -132,9 +157,13 @@ pub fn build_decoder_step(
         w.dtype,
     );
     let mut x = b.scoped("decoder.embeddings", |b| {
-        let offsets: Vec<i64> = (0..c as i64).map(|ch| ch * v as i64).collect();
-        let offsets = b.const_i64(&offsets, &[1, c as i64]);
-        let ids = b.add(&tokens, &offsets);
+        let ids = if coreml {
+            tokens.clone() // offset by the runtime: Core ML has no integer Add
+        } else {
+            let offsets: Vec<i64> = (0..c as i64).map(|ch| ch * v as i64).collect();
+            let offsets = b.const_i64(&offsets, &[1, c as i64]);
+            b.add(&tokens, &offsets)
+        };
         let e = b.gather(&table, &ids, 0); // [2, C, D]
         b.reduce_sum(&e, &[1], true) // [2, 1, D]
     });
@@ -148,6 +177,15 @@ pub fn build_decoder_step(
         let cos = b.reshape(&cos, &[1, 1, half]);
         let sin = b.gather(&sin_t, &step, 0);
         let sin = b.reshape(&sin, &[1, 1, half]);
+        let m = b.unsqueeze(&cross_mask, &[1, 2]); // [2,1,1,T]
+        if let Some(bias) = &self_bias {
+            return StepContext {
+                update: CacheUpdate::Rows(Mask::Bias(bias.clone())),
+                cross_keep: Mask::Bias(m),
+                cos,
+                sin,
+            };
+        }
         let slots: Vec<i64> = (0..f).collect();
         let slots = b.const_i64(&slots, &[f]);
         let one = b.const_i64(&[1], &[1]);
@@ -155,14 +193,13 @@ pub fn build_decoder_step(
         let keep = b.less(&slots, &next); // slots 0..=step
         let k_index = b.expand(&step, &[PAIR, kv, hd, 1]);
         let v_index = b.expand(&step, &[PAIR, kv, 1, hd]);
-        let m = b.unsqueeze(&cross_mask, &[1, 2]); // [2,1,1,T]
         StepContext {
-            slot: CacheSlot {
+            update: CacheUpdate::InPlace(CacheSlot {
                 k_index,
                 v_index,
-                keep,
-            },
-            cross_keep: m,
+                keep: Mask::Keep(keep),
+            }),
+            cross_keep: Mask::Keep(m),
             cos,
             sin,
         }
@@ -188,9 +225,14 @@ pub fn build_decoder_step(
         b.reshape(&l, &[PAIR, c as i64, v as i64])
     });
     b.output(&logits, "logits");
+    let (k_out, v_out) = if coreml {
+        ("new_k", "new_v")
+    } else {
+        ("present_k", "present_v")
+    };
     for (i, (k, v)) in new_kv.iter().enumerate() {
-        b.output(k, &format!("present_k_{i}"));
-        b.output(v, &format!("present_v_{i}"));
+        b.output(k, &format!("{k_out}_{i}"));
+        b.output(v, &format!("{v_out}_{i}"));
     }
     Ok(())
 }

@@ -14,13 +14,14 @@
 
 use dia_bundle::DiaConfig;
 
-use crate::attention::{cross_kv, self_attention_full, Heads};
+use crate::attention::{cross_kv, self_attention_full, Heads, Mask, MASK_BIAS};
 use crate::builder::{Builder, DType, Value, DYN};
 use crate::checkpoint::CheckpointError;
 use crate::mlp::mlp;
 use crate::norm::rms_norm;
 use crate::rope;
 use crate::weights::Weights;
+use crate::Target;
 
 /// Rows of the CFG pair: unconditional, conditional.
 pub const PAIR: i64 = 2;
@@ -30,7 +31,7 @@ fn encoder_layer(
     w: &Weights,
     cfg: &DiaConfig,
     x: &Value,
-    keep: &Value,
+    keep: &Mask,
     cos: &Value,
     sin: &Value,
 ) -> Result<Value, CheckpointError> {
@@ -54,18 +55,33 @@ fn encoder_layer(
     Ok(b.add(&x, &m))
 }
 
-/// Builds the encoder graph for texts of `text_len` tokens.
+/// Builds the encoder graph for texts of up to `text_len` tokens.
+///
+/// For [`Target::CoreMl`] the text length is fixed at `text_len` (texts padded to it),
+/// `text_tokens` is int32 and `text_mask` float32 (1 text, 0 padding).
 pub fn build_encoder(
     b: &mut Builder,
     w: &Weights,
     cfg: &DiaConfig,
     text_len: usize,
+    target: Target,
 ) -> Result<(), CheckpointError> {
     let e = &cfg.encoder_config;
     let d = &cfg.decoder_config;
     let t = text_len as i64;
-    let tokens = b.input_dyn("text_tokens", DType::I64, &[PAIR, DYN], &["text_len"]);
-    let mask = b.input_dyn("text_mask", DType::Bool, &[PAIR, DYN], &["text_len"]);
+    let coreml = target == Target::CoreMl;
+    let (tokens, mask) = if coreml {
+        (
+            b.input("text_tokens", DType::I32, &[PAIR, t]),
+            b.input("text_mask", DType::F32, &[PAIR, t]),
+        )
+    } else {
+        (
+            b.input_dyn("text_tokens", DType::I64, &[PAIR, DYN], &["text_len"]),
+            b.input_dyn("text_mask", DType::Bool, &[PAIR, DYN], &["text_len"]),
+        )
+    };
+    let dims: &[&str] = if coreml { &[] } else { &["text_len"] };
 
     let enc = w.pp("encoder");
     let emb = enc.tensor("embedding", &[e.vocab_size, e.hidden_size])?;
@@ -76,8 +92,22 @@ pub fn build_encoder(
     let keep = b.scoped("encoder.mask", |b| {
         let q = b.unsqueeze(&mask, &[2]);
         let k = b.unsqueeze(&mask, &[1]);
-        let m = b.equal(&q, &k);
-        b.unsqueeze(&m, &[1])
+        if coreml {
+            // same = q·k + (1-q)(1-k); bias = (same - 1) · 30000.
+            let one = b.scalar(1.0, DType::F32);
+            let qk = b.mul(&q, &k);
+            let nq = b.sub(&one, &q);
+            let nk = b.sub(&one, &k);
+            let nqk = b.mul(&nq, &nk);
+            let same = b.add(&qk, &nqk);
+            let off = b.sub(&same, &one);
+            let scale = b.scalar(-MASK_BIAS, DType::F32);
+            let bias = b.mul(&off, &scale);
+            Mask::Bias(b.unsqueeze(&bias, &[1]))
+        } else {
+            let m = b.equal(&q, &k);
+            Mask::Keep(b.unsqueeze(&m, &[1]))
+        }
     });
     let half = (e.head_dim / 2) as i64;
     let (cos, sin) = rope::tables(text_len, e.head_dim, e.rope_theta);
@@ -93,12 +123,16 @@ pub fn build_encoder(
         &[t, 1, half],
         &f32_bytes(&sin),
     );
-    // The table rows of this text's positions.
-    let (cos, sin) = b.scoped("encoder.rope", |b| {
-        let shape = b.shape_of(&tokens);
-        let len = b.slice(&shape, 0, 1, 2);
-        (b.slice_to(&cos, 0, &len), b.slice_to(&sin, 0, &len))
-    });
+    // The table rows of this text's positions (all of them at a fixed length).
+    let (cos, sin) = if coreml {
+        (cos, sin)
+    } else {
+        b.scoped("encoder.rope", |b| {
+            let shape = b.shape_of(&tokens);
+            let len = b.slice(&shape, 0, 1, 2);
+            (b.slice_to(&cos, 0, &len), b.slice_to(&sin, 0, &len))
+        })
+    };
 
     for i in 0..e.num_hidden_layers {
         let lw = enc.pp(format!("layers.{i}"));
@@ -108,7 +142,7 @@ pub fn build_encoder(
     }
     let norm = enc.norm(b, "norm", e.hidden_size)?;
     let states = b.scoped("encoder.norm", |b| rms_norm(b, &norm, &x, e.norm_eps));
-    let states = b.output_dyn(&states, "encoder_states", &["text_len"]);
+    let states = b.output_dyn(&states, "encoder_states", dims);
     let states = b.cast(&states, w.dtype);
 
     let heads = Heads {
@@ -119,8 +153,8 @@ pub fn build_encoder(
     for i in 0..d.num_hidden_layers {
         let cw = w.pp(format!("decoder.layers.{i}.cross_attention"));
         let (k, v) = cross_kv(b, &cw, &states, heads)?;
-        b.output_dyn(&k, &format!("cross_k_{i}"), &["text_len"]);
-        b.output_dyn(&v, &format!("cross_v_{i}"), &["text_len"]);
+        b.output_dyn(&k, &format!("cross_k_{i}"), dims);
+        b.output_dyn(&v, &format!("cross_v_{i}"), dims);
     }
     Ok(())
 }

@@ -36,5 +36,27 @@ pub mod tensor;
 pub mod weights;
 
 pub use builder::{Builder, DType, ExternalData, Value};
+
+/// What the graphs are built for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Target {
+    /// ONNX Runtime's CPU and CUDA providers: dynamic text length in the encoder, in-place
+    /// cache update with `ScatterElements`, bool masks.
+    #[default]
+    Portable,
+    /// ONNX Runtime's CoreML provider (MLProgram): static shapes everywhere, int32 ids, float
+    /// masks added as biases, no `ScatterElements`/`Expand`/`Less`/`Equal`; the step outputs
+    /// only the new K/V row and the runtime writes it into the cache.
+    CoreMl,
+}
+
+impl Target {
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Portable => "portable",
+            Target::CoreMl => "coreml",
+        }
+    }
+}
 pub use checkpoint::{Checkpoint, CheckpointError, Layout};
 pub use dac::{DacCheckpoint, DacConfig, DacError, DacLayout, DacWeights};

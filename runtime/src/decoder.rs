@@ -14,6 +14,7 @@ use crate::error::RuntimeError;
 use crate::kv_cache::{element_type, KvCache, Placement};
 use crate::model::DiaModel;
 use crate::providers::ExecutionProvider;
+use dia_bundle::MASK_BIAS;
 
 /// Copies the encoder's cross K (`[2, KV, d, len]`, `transposed`) or V (`[2, KV, len, d]`)
 /// into a zeroed host buffer of the step graph's fixed text length `t` (once per utterance).
@@ -76,6 +77,56 @@ struct GraphIo {
     logits: Tensor<f32>,
 }
 
+/// Writes a step's key (`[2, KV, d, 1]` into K `[2, KV, d, F]`, `transposed`) or value
+/// (`[2, KV, 1, d]` into V `[2, KV, F, d]`) into cache slot `slot`.
+fn write_row_typed<T: PrimitiveTensorElementType + Copy + Debug>(
+    cache: &mut DynTensor,
+    row: &DynTensor,
+    slot: usize,
+    transposed: bool,
+) -> Result<(), RuntimeError> {
+    let src = row.try_extract_tensor::<T>()?.1;
+    let (shape, dst) = cache.try_extract_tensor_mut::<T>()?;
+    let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    if transposed {
+        let (f, d) = (dims[3], dims[2]);
+        for (r, col) in src.chunks_exact(d).enumerate() {
+            for (i, &x) in col.iter().enumerate() {
+                dst[(r * d + i) * f + slot] = x;
+            }
+        }
+    } else {
+        let (f, d) = (dims[2], dims[3]);
+        for (r, v) in src.chunks_exact(d).enumerate() {
+            dst[(r * f + slot) * d..(r * f + slot + 1) * d].copy_from_slice(v);
+        }
+    }
+    Ok(())
+}
+
+fn write_row(
+    cache: &mut DynTensor,
+    row: &DynTensor,
+    slot: usize,
+    transposed: bool,
+) -> Result<(), RuntimeError> {
+    match *cache.data_type() {
+        TensorElementType::Float16 => write_row_typed::<half::f16>(cache, row, slot, transposed),
+        TensorElementType::Bfloat16 => write_row_typed::<half::bf16>(cache, row, slot, transposed),
+        _ => write_row_typed::<f32>(cache, row, slot, transposed),
+    }
+}
+
+/// State of a `--target coreml` step graph: int32 ids, float mask biases, and the new K/V
+/// rows the runtime writes into the cache (Core ML updates nothing in place).
+struct RowsMode {
+    tokens: Tensor<i32>,
+    step: Tensor<i32>,
+    self_bias: Tensor<f32>,
+    rows: Vec<(DynTensor, DynTensor)>,
+    vocab: i64,
+}
+
 pub struct Utterance<'m> {
     model: &'m DiaModel,
     binding: IoBinding,
@@ -88,6 +139,8 @@ pub struct Utterance<'m> {
     _held: Vec<DynTensor>,
     /// Device-side step inputs/outputs when the step replays a CUDA graph.
     graph_io: Option<GraphIo>,
+    /// Set for `--target coreml` bundles.
+    rows_mode: Option<RowsMode>,
     pub timings: StepTimings,
     max_frames: usize,
 }
@@ -128,6 +181,7 @@ impl<'m> Utterance<'m> {
         let mut step = Tensor::<i64>::new(&alloc, [1usize])?;
         step.extract_tensor_mut().1[0] = 0;
         let mask_t = place.upload(Tensor::<bool>::from_array(([2usize, t], mask))?.upcast())?;
+        let mut held = vec![mask_t.clone()];
         let mut logits = Tensor::<f32>::new(&alloc, [2usize, d.num_channels, d.vocab_size])?;
         // A CUDA graph replays fixed device addresses: then the step's inputs and outputs live
         // on the GPU too, and each step copies the tokens and step index up and the logits down.
@@ -148,18 +202,46 @@ impl<'m> Utterance<'m> {
             d.head_dim,
             m.max_frames,
         )?;
-        match &graph_io {
-            Some(g) => {
+        let coreml = model.is_coreml_target();
+        match (&graph_io, coreml) {
+            (_, true) => {}
+            (Some(g), false) => {
                 binding.bind_input("tokens", &g.tokens)?;
                 binding.bind_input("step", &g.step)?;
             }
-            None => {
+            (None, false) => {
                 binding.bind_input("tokens", &tokens)?;
                 binding.bind_input("step", &step)?;
             }
         }
-        binding.bind_input("cross_mask", &mask_t)?;
-        let mut held = vec![mask_t];
+        let mut rows_mode = None;
+        if coreml {
+            let mut tok32 = Tensor::<i32>::new(&alloc, [2usize, d.num_channels])?;
+            tok32.extract_tensor_mut().1.fill(0);
+            let mut step32 = Tensor::<i32>::new(&alloc, [1usize])?;
+            step32.extract_tensor_mut().1[0] = 0;
+            let mut self_bias = Tensor::<f32>::new(&alloc, [m.max_frames])?;
+            self_bias.extract_tensor_mut().1.fill(MASK_BIAS);
+            // 0 on text, the mask bias on padding.
+            let cross: Vec<f32> = (0..2 * t)
+                .map(|i| if i % t < len { 0.0 } else { MASK_BIAS })
+                .collect();
+            let cross_bias = Tensor::<f32>::from_array(([2usize, t], cross))?.upcast();
+            binding.bind_input("tokens", &tok32)?;
+            binding.bind_input("step", &step32)?;
+            binding.bind_input("self_bias", &self_bias)?;
+            binding.bind_input("cross_bias", &cross_bias)?;
+            held.push(cross_bias);
+            rows_mode = Some(RowsMode {
+                tokens: tok32,
+                step: step32,
+                self_bias,
+                rows: Vec::new(),
+                vocab: d.vocab_size as i64,
+            });
+        } else {
+            binding.bind_input("cross_mask", &mask_t)?;
+        }
         for (i, l) in cache.layers.iter_mut().enumerate() {
             binding.bind_input(format!("self_k_{i}"), &l.k)?;
             binding.bind_input(format!("self_v_{i}"), &l.v)?;
@@ -176,9 +258,20 @@ impl<'m> Utterance<'m> {
                 binding.bind_input(&name, &padded)?;
                 held.push(padded);
             }
-            // The same buffers as outputs: the step's scatter writes its slot in place.
-            binding.bind_output(format!("present_k_{i}"), &mut l.k)?;
-            binding.bind_output(format!("present_v_{i}"), &mut l.v)?;
+            if let Some(rm) = rows_mode.as_mut() {
+                // Core ML graphs return the new rows; the runtime writes them after the step.
+                let kd: Vec<i64> = l.k.shape().iter().copied().collect();
+                let vd: Vec<i64> = l.v.shape().iter().copied().collect();
+                let mut nk = DynTensor::new(&alloc, dtype, vec![kd[0], kd[1], kd[2], 1])?;
+                let mut nv = DynTensor::new(&alloc, dtype, vec![vd[0], vd[1], 1, vd[3]])?;
+                binding.bind_output(format!("new_k_{i}"), &mut nk)?;
+                binding.bind_output(format!("new_v_{i}"), &mut nv)?;
+                rm.rows.push((nk, nv));
+            } else {
+                // The same buffers as outputs: the step's scatter writes its slot in place.
+                binding.bind_output(format!("present_k_{i}"), &mut l.k)?;
+                binding.bind_output(format!("present_v_{i}"), &mut l.v)?;
+            }
         }
         let mut graph_io = graph_io;
         match graph_io.as_mut() {
@@ -195,6 +288,7 @@ impl<'m> Utterance<'m> {
             _cache: cache,
             _held: held,
             graph_io,
+            rows_mode,
             timings: StepTimings::default(),
             max_frames: m.max_frames,
         })
@@ -216,6 +310,16 @@ impl<'m> Utterance<'m> {
             buf[c..].copy_from_slice(tokens);
         }
         self.step.extract_tensor_mut().1[0] = position as i64;
+        if let Some(rm) = self.rows_mode.as_mut() {
+            let ids = rm.tokens.extract_tensor_mut().1;
+            let c = tokens.len();
+            for row in 0..2 {
+                for (ch, &tk) in tokens.iter().enumerate() {
+                    ids[row * c + ch] = (tk + ch as i64 * rm.vocab) as i32;
+                }
+            }
+            rm.step.extract_tensor_mut().1[0] = position as i32;
+        }
         let t0 = std::time::Instant::now();
         if let Some(g) = self.graph_io.as_mut() {
             self.tokens.copy_into(&mut g.tokens)?;
@@ -229,6 +333,14 @@ impl<'m> Utterance<'m> {
         let t2 = std::time::Instant::now();
         if let Some(g) = self.graph_io.as_ref() {
             g.logits.copy_into(&mut self.logits)?;
+        }
+        if let Some(rm) = self.rows_mode.as_mut() {
+            for (l, (nk, nv)) in self._cache.layers.iter_mut().zip(&rm.rows) {
+                write_row(&mut l.k, nk, position, true)?;
+                write_row(&mut l.v, nv, position, false)?;
+            }
+            // The next step attends this slot too.
+            rm.self_bias.extract_tensor_mut().1[position] = 0.0;
         }
         let t3 = std::time::Instant::now();
         self.timings.upload_s += (t1 - t0).as_secs_f64();

@@ -164,6 +164,11 @@ impl DiaModel {
         self.provider
     }
 
+    /// Whether the bundle was exported with `--target coreml` (see `dia_graphs::Target`).
+    pub fn is_coreml_target(&self) -> bool {
+        self.manifest.target == "coreml"
+    }
+
     /// Whether the decoder step replays a captured CUDA graph.
     pub fn cuda_graph(&self) -> bool {
         self.cuda_graph
@@ -287,11 +292,26 @@ impl DiaModel {
         mask: Vec<bool>,
     ) -> Result<std::collections::HashMap<String, DynValue>, RuntimeError> {
         let len = tokens.len() / 2;
-        let tok = Tensor::from_array(([2usize, len], tokens))?;
-        let msk = Tensor::from_array(([2usize, len], mask))?;
         let mut session = self.encoder.lock().unwrap_or_else(|e| e.into_inner());
-        let outputs: SessionOutputs =
-            session.run(ort::inputs!["text_tokens" => tok, "text_mask" => msk])?;
+        let outputs: SessionOutputs = if self.is_coreml_target() {
+            // Fixed text length, int32 ids and a float mask: pad both rows to it.
+            let t = self.manifest.max_text_len;
+            let mut tok = vec![0i32; 2 * t];
+            let mut msk = vec![0f32; 2 * t];
+            for r in 0..2 {
+                for i in 0..len {
+                    tok[r * t + i] = tokens[r * len + i] as i32;
+                    msk[r * t + i] = mask[r * len + i] as i32 as f32;
+                }
+            }
+            let tok = Tensor::from_array(([2usize, t], tok))?;
+            let msk = Tensor::from_array(([2usize, t], msk))?;
+            session.run(ort::inputs!["text_tokens" => tok, "text_mask" => msk])?
+        } else {
+            let tok = Tensor::from_array(([2usize, len], tokens))?;
+            let msk = Tensor::from_array(([2usize, len], mask))?;
+            session.run(ort::inputs!["text_tokens" => tok, "text_mask" => msk])?
+        };
         let mut out = std::collections::HashMap::new();
         for (name, v) in outputs {
             out.insert(name.to_string(), v);

@@ -33,6 +33,7 @@ pub fn dac_bundle(dac: &str) -> PathBuf {
                     max_frames: None,
                     dac: Some(fixtures().join(l)),
                     quantize: None,
+                    target: dia_graphs::Target::Portable,
                 })
                 .unwrap_or_else(|e| panic!("export with --dac {l}: {e}"));
                 out
@@ -122,6 +123,7 @@ pub fn dac_export_err(dac: &Path) -> String {
         max_frames: None,
         dac: Some(dac.to_path_buf()),
         quantize: None,
+        target: dia_graphs::Target::Portable,
     })
     .expect_err("export with a bad codec must fail")
     .to_string();

@@ -58,6 +58,7 @@ pub fn bundle(layout: &str) -> PathBuf {
                     max_frames: None,
                     dac: None,
                     quantize: None,
+                    target: dia_graphs::Target::Portable,
                 })
                 .unwrap_or_else(|e| panic!("export {l}: {e}"));
                 out

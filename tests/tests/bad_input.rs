@@ -52,6 +52,7 @@ fn export_err(ckpt: &Path) -> String {
         max_frames: None,
         dac: None,
         quantize: None,
+        target: dia_graphs::Target::Portable,
     })
     .expect_err("export of a bad checkpoint must fail")
     .to_string();

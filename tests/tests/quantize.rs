@@ -22,6 +22,7 @@ fn int8_bundle_is_smaller_and_close_to_the_reference() {
         max_frames: None,
         dac: None,
         quantize: Some(QuantSpec::int8()),
+        target: dia_graphs::Target::Portable,
     })
     .unwrap();
     let q = report
