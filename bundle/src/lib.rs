@@ -299,6 +299,14 @@ pub struct DacInfo {
     pub codebook_size: usize,
     /// Checkpoint layout the codec was exported from (`transformers` or `descript`).
     pub source_layout: String,
+    /// When set, `dac_decoder.onnx` takes exactly this many frames (static shapes, for Core
+    /// ML) and the runtime decodes longer codes in chunks that overlap by
+    /// `decoder_context_frames` on each side (the decoder's receptive field), so the result is
+    /// the same as decoding at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoder_chunk_frames: Option<usize>,
+    #[serde(default)]
+    pub decoder_context_frames: usize,
 }
 
 /// `manifest.json`: everything a runtime needs to drive the graphs.

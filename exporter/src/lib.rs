@@ -41,6 +41,13 @@ pub enum ExportError {
     Options(String),
 }
 
+/// Frames per `dac_decoder.onnx` call in `--target coreml` bundles.
+pub const DAC_CHUNK_FRAMES: usize = 32;
+/// Frames of context on each side of a chunk: the DAC decoder's receptive field is about ±10
+/// latent frames (conv k7 ±3; transposed convs ±1; the residual units' ±39 samples at 8×
+/// the frame rate, ±5; the later stages less than one frame together).
+pub const DAC_CONTEXT_FRAMES: usize = 11;
+
 /// Options of one export.
 #[derive(Clone, Debug)]
 pub struct ExportOptions {
@@ -236,6 +243,8 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
             "decoder_step.onnx written"
         );
         let (mut dac_decoder, mut dac_encoder, mut dac_info) = (None, None, None);
+        // Core ML takes only static shapes, and no conv input over 16384 samples: 32 frames.
+        let dac_chunk = (opts.target == Target::CoreMl).then_some(DAC_CHUNK_FRAMES);
         if let Some(dc) = &dac_ckpt {
             let dw = DacWeights::new(dc);
             let dcfg = &dc.config;
@@ -244,7 +253,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
                 "dac_decoder",
                 "DAC decoder: codes [1, n_codebooks, frames] -> waveform [1, 1, frames * hop_length]",
                 &mut files,
-                |b| dac::build_dac_decoder(b, &dw, dcfg),
+                |b| dac::build_dac_decoder(b, &dw, dcfg, dac_chunk),
             )?);
             dac_encoder = Some(write_graph(
                 &tmp,
@@ -259,6 +268,12 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
                 n_codebooks: dcfg.n_codebooks,
                 codebook_size: dcfg.codebook_size,
                 source_layout: dc.layout.name().to_string(),
+                decoder_chunk_frames: dac_chunk,
+                decoder_context_frames: if dac_chunk.is_some() {
+                    DAC_CONTEXT_FRAMES
+                } else {
+                    0
+                },
             });
             tracing::info!(
                 secs = start.elapsed().as_secs_f64(),

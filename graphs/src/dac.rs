@@ -1123,17 +1123,24 @@ pub fn quantize(
 }
 
 /// The decoder graph: `codes` int64 `[1, n_codebooks, frames]` -> `audio` float32
-/// `[1, 1, samples]`.
-pub fn build_dac_decoder(b: &mut Builder, w: &DacWeights, cfg: &DacConfig) -> Result<(), DacError> {
-    let codes = b.input_dyn(
-        "codes",
-        DType::I64,
-        &[1, cfg.n_codebooks as i64, DYN],
-        &["frames"],
-    );
+/// `[1, 1, samples]`. `frames` fixes the frame count (static shapes, for Core ML; the runtime
+/// then decodes in overlapping chunks); `None` leaves it dynamic.
+pub fn build_dac_decoder(
+    b: &mut Builder,
+    w: &DacWeights,
+    cfg: &DacConfig,
+    frames: Option<usize>,
+) -> Result<(), DacError> {
+    let shape = [1, cfg.n_codebooks as i64, frames.map_or(DYN, |f| f as i64)];
+    let dims: &[&str] = if frames.is_some() { &[] } else { &["samples"] };
+    let codes = if frames.is_some() {
+        b.input("codes", DType::I64, &shape)
+    } else {
+        b.input_dyn("codes", DType::I64, &shape, &["frames"])
+    };
     let latent = from_codes(b, &w.pp("quantizer"), cfg, &codes)?;
     let audio = decoder(b, &w.pp("decoder"), cfg, &latent)?;
-    b.output_dyn(&audio, "audio", &["samples"]);
+    b.output_dyn(&audio, "audio", dims);
     Ok(())
 }
 
@@ -1486,7 +1493,7 @@ mod tests {
         let ckpt = DacCheckpoint::open(&dir).unwrap();
         let w = DacWeights::new(&ckpt);
         let mut b = Builder::new("dac_decoder", None);
-        build_dac_decoder(&mut b, &w, &ckpt.config).unwrap();
+        build_dac_decoder(&mut b, &w, &ckpt.config, None).unwrap();
         assert_eq!(b.inputs()[0].shape, vec![1, 9, DYN]);
         assert_eq!(
             (b.outputs()[0].name.as_str(), b.outputs()[0].shape.clone()),

@@ -202,6 +202,69 @@ impl DiaModel {
 
     /// Decodes codes `[frames, C]` into a mono waveform at the codec's sample rate.
     pub fn decode_audio(&self, codes: &Frames) -> Result<Vec<f32>, RuntimeError> {
+        self.require_codec("write audio")?;
+        let info = self.manifest.dac.as_ref();
+        match info.and_then(|d| d.decoder_chunk_frames) {
+            Some(n) => {
+                let ctx = info.map_or(0, |d| d.decoder_context_frames);
+                self.decode_chunked(codes, n, ctx)
+            }
+            None => self.decode_once(codes),
+        }
+    }
+
+    /// Fixed-size decoder (Core ML bundles): chunks of `n` frames that overlap by `ctx` frames
+    /// on each side; each chunk contributes only frames at least `ctx` from its cut edges (the
+    /// decoder's receptive field), so the result equals one decode of the whole. The first
+    /// chunk starts at frame 0 and the last ends at the last frame, so utterance edges are
+    /// real edges. Codes shorter than `n` are padded with code 0 and the padding's audio cut
+    /// off (the last `ctx` frames then differ slightly from an unpadded decode).
+    fn decode_chunked(
+        &self,
+        codes: &Frames,
+        n: usize,
+        ctx: usize,
+    ) -> Result<Vec<f32>, RuntimeError> {
+        let (total, c) = (codes.len(), codes.channels);
+        let hop = self.manifest.dac.as_ref().map_or(512, |d| d.hop_length);
+        if total == 0 {
+            return Ok(Vec::new());
+        }
+        let window = |start: usize| -> Frames {
+            let mut f = Frames::new(n, c);
+            f.data.fill(0);
+            let end = (start + n).min(total);
+            f.data[..(end - start) * c].copy_from_slice(&codes.data[start * c..end * c]);
+            f
+        };
+        if total <= n {
+            let mut audio = self.decode_once(&window(0))?;
+            audio.truncate(total * hop);
+            return Ok(audio);
+        }
+        if n <= 2 * ctx {
+            return Err(RuntimeError::InvalidOption(format!(
+                "DAC chunks of {n} frames cannot hold {ctx} frames of context on both sides"
+            )));
+        }
+        let mut out = Vec::with_capacity(total * hop);
+        let mut start = 0;
+        while start < total {
+            let cs = if start == 0 {
+                0
+            } else {
+                (start - ctx).min(total - n)
+            };
+            let audio = self.decode_once(&window(cs))?;
+            let keep_end = if cs + n == total { total } else { cs + n - ctx };
+            out.extend_from_slice(&audio[(start - cs) * hop..(keep_end - cs) * hop]);
+            start = keep_end;
+        }
+        Ok(out)
+    }
+
+    /// One decoder call on all of `codes`.
+    fn decode_once(&self, codes: &Frames) -> Result<Vec<f32>, RuntimeError> {
         let session = self
             .dac_decoder
             .as_ref()

@@ -14,10 +14,15 @@ use ndarray::{Array2, Array4};
 use ndarray_npy::read_npy;
 
 fn coreml_bundle(dtype: DType) -> PathBuf {
+    coreml_bundle_with(dtype, None)
+}
+
+fn coreml_bundle_with(dtype: DType, dac: Option<PathBuf>) -> PathBuf {
     // Tests run in parallel: export each bundle once.
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let out = scratch().join(format!("bundle-coreml-{}", dtype.name()));
+    let tag = if dac.is_some() { "-dac" } else { "" };
+    let out = scratch().join(format!("bundle-coreml-{}{tag}", dtype.name()));
     if !out.join("manifest.json").is_file() {
         export(&ExportOptions {
             checkpoint: fixtures().join("tiny-nari"),
@@ -25,7 +30,7 @@ fn coreml_bundle(dtype: DType) -> PathBuf {
             dtype,
             max_text_len: None,
             max_frames: None,
-            dac: None,
+            dac,
             quantize: None,
             target: Target::CoreMl,
         })
@@ -116,4 +121,37 @@ fn coreml_float16_stays_close_to_the_reference() {
     eprintln!("coreml float16 vs reference: max rel logit err {worst:.5}");
     // Measured 0.0032 (benchmarks/coreml.md); float16 rounding, not a wiring error (near 1).
     assert!(worst < 0.02, "{worst}");
+}
+
+#[test]
+fn coreml_dac_decoder_is_static_and_chunked_decoding_matches_one_decode() {
+    let b = coreml_bundle_with(DType::F32, Some(fixtures().join("tiny-dac")));
+    let report = check_bundle(&b, "coreml").unwrap();
+    let dec = report
+        .iter()
+        .find(|(g, _)| g == "dac_decoder.onnx")
+        .expect("dac decoder");
+    assert!(dec.1.is_empty(), "{:?}", dec.1);
+
+    // 90 frames of pseudo-random codes: chunks of 32 with 11 frames of context each side.
+    let mut codes = dia_run::delay::Frames::new(90, 9);
+    let mut x: u64 = 12345;
+    for c in codes.data.iter_mut() {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        *c = ((x >> 33) % 1024) as i64;
+    }
+    let chunked = DiaModel::load(&b, &ModelOptions::default()).unwrap();
+    let whole = DiaModel::load(
+        &dia_tests::dac::dac_bundle("tiny-dac"),
+        &ModelOptions::default(),
+    )
+    .unwrap();
+    let a = chunked.decode_audio(&codes).unwrap();
+    let w = whole.decode_audio(&codes).unwrap();
+    assert_eq!(a.len(), w.len());
+    let err = rel_err(&a, &w);
+    eprintln!("chunked vs one-shot DAC decode: rel err {err:e}");
+    assert!(err < 1e-4, "{err:e}");
 }
