@@ -299,10 +299,10 @@ pub struct DacInfo {
     pub codebook_size: usize,
     /// Checkpoint layout the codec was exported from (`transformers` or `descript`).
     pub source_layout: String,
-    /// When set, `dac_decoder.onnx` takes exactly this many frames (static shapes, for Core
-    /// ML) and the runtime decodes longer codes in chunks that overlap by
-    /// `decoder_context_frames` on each side (the decoder's receptive field), so the result is
-    /// the same as decoding at once.
+    /// When set, `dac_decoder.onnx` and `dac_encoder.onnx` take exactly this many frames
+    /// (static shapes, for Core ML) and the runtime decodes (encodes) longer input in chunks
+    /// that overlap by `decoder_context_frames` on each side (the receptive field), so the
+    /// result is the same as one call on the whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decoder_chunk_frames: Option<usize>,
     #[serde(default)]

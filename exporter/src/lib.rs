@@ -260,7 +260,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
                 "dac_encoder",
                 "DAC encoder: waveform [1, 1, samples] (zero-padded on the right to a multiple of hop_length) -> codes [1, n_codebooks, samples / hop_length]",
                 &mut files,
-                |b| dac::build_dac_encoder(b, &dw, dcfg),
+                |b| dac::build_dac_encoder(b, &dw, dcfg, dac_chunk),
             )?);
             dac_info = Some(DacInfo {
                 sample_rate: dcfg.sampling_rate,

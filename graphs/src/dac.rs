@@ -1043,6 +1043,7 @@ pub fn vector_quantize(
     w: &DacWeights,
     cfg: &DacConfig,
     residual: &Value,
+    coreml: bool,
 ) -> Result<(Value, Value), DacError> {
     let (n, d) = (cfg.codebook_size, cfg.codebook_dim);
     let (iw, ib) = w.conv(b, "in_proj", [d, cfg.hidden_size, 1], d)?;
@@ -1076,7 +1077,14 @@ pub fn vector_quantize(
     Ok(b.scoped(w.prefix(), |b| {
         let z = b.conv1d(residual, &iw, Some(&ib), Conv1d::default()); // [1, D, F]
         let e = b.transpose(&z, &[0, 2, 1]); // [1, F, D]
-        let norm = b.reduce_l2(&e, &[-1], true);
+        let norm = if coreml {
+            // Core ML has no ReduceL2.
+            let e2 = b.mul(&e, &e);
+            let s = b.reduce_sum(&e2, &[-1], true);
+            b.sqrt(&s)
+        } else {
+            b.reduce_l2(&e, &[-1], true)
+        };
         let eps = b.scalar(NORMALIZE_EPS, DType::F32);
         let norm = b.max(&norm, &eps);
         let e = b.div(&e, &norm);
@@ -1087,10 +1095,16 @@ pub fn vector_quantize(
         let two = b.scalar(2.0, DType::F32);
         let e2x = b.mul(&two, &e);
         let dot = b.matmul(&e2x, &normed_t); // [1, F, N]
-        let dist = b.sub(&l2, &dot);
-        let dist = b.neg(&dist);
-        let dist = b.add(&dist, &sq);
+                                             // -(|e|² - 2e·c + |c|²): the reference's negated distance (no Neg: Core ML has none).
+        let dist = b.sub(&dot, &l2);
+        let dist = b.sub(&dist, &sq);
         let codes = b.argmax(&dist, -1, false); // [1, F]
+                                                // Core ML: ArgMax may feed only one node, a Cast to int32.
+        let codes = if coreml {
+            b.cast(&codes, DType::I32)
+        } else {
+            codes
+        };
         let q = b.gather(&table, &codes, 0); // [1, F, D]
         let q = b.transpose(&q, &[0, 2, 1]); // [1, D, F]
 
@@ -1109,17 +1123,23 @@ pub fn quantize(
     w: &DacWeights,
     cfg: &DacConfig,
     latent: &Value,
+    coreml: bool,
 ) -> Result<Value, DacError> {
     let mut residual = latent.clone();
     let mut codes = Vec::new();
     for i in 0..cfg.n_codebooks {
         let q = w.pp(format!("quantizers.{i}"));
-        let (c, out) = vector_quantize(b, &q, cfg, &residual)?;
+        let (c, out) = vector_quantize(b, &q, cfg, &residual, coreml)?;
         residual = b.scoped(q.prefix(), |b| b.sub(&residual, &out));
+        // Core ML stacks only float tensors: codes < 1024 are exact in float32.
+        let c = if coreml { b.cast(&c, DType::F32) } else { c };
         codes.push(b.scoped(q.prefix(), |b| b.unsqueeze(&c, &[1])));
     }
     let refs: Vec<&Value> = codes.iter().collect();
-    Ok(b.scoped(w.prefix(), |b| b.concat(&refs, 1)))
+    Ok(b.scoped(w.prefix(), |b| {
+        let all = b.concat(&refs, 1);
+        b.cast(&all, DType::I64)
+    }))
 }
 
 /// The decoder graph: `codes` int64 `[1, n_codebooks, frames]` -> `audio` float32
@@ -1146,11 +1166,22 @@ pub fn build_dac_decoder(
 
 /// The encoder graph: `audio` float32 `[1, 1, samples]` (zero-padded on the right to a
 /// multiple of `hop_length` by the caller) -> `codes` int64 `[1, n_codebooks, frames]`.
-pub fn build_dac_encoder(b: &mut Builder, w: &DacWeights, cfg: &DacConfig) -> Result<(), DacError> {
-    let audio = b.input_dyn("audio", DType::F32, &[1, 1, DYN], &["samples"]);
+/// `frames` fixes the length (static shapes and Core ML's ops, for Core ML; the runtime then
+/// encodes in overlapping chunks); `None` leaves it dynamic.
+pub fn build_dac_encoder(
+    b: &mut Builder,
+    w: &DacWeights,
+    cfg: &DacConfig,
+    frames: Option<usize>,
+) -> Result<(), DacError> {
+    let audio = match frames {
+        Some(f) => b.input("audio", DType::F32, &[1, 1, (f * cfg.hop_length) as i64]),
+        None => b.input_dyn("audio", DType::F32, &[1, 1, DYN], &["samples"]),
+    };
     let latent = encoder(b, &w.pp("encoder"), cfg, &audio)?;
-    let codes = quantize(b, &w.pp("quantizer"), cfg, &latent)?;
-    b.output_dyn(&codes, "codes", &["frames"]);
+    let codes = quantize(b, &w.pp("quantizer"), cfg, &latent, frames.is_some())?;
+    let dims: &[&str] = if frames.is_some() { &[] } else { &["frames"] };
+    b.output_dyn(&codes, "codes", dims);
     Ok(())
 }
 
@@ -1500,7 +1531,7 @@ mod tests {
             ("audio", vec![1, 1, DYN])
         );
         let mut b = Builder::new("dac_encoder", None);
-        build_dac_encoder(&mut b, &w, &ckpt.config).unwrap();
+        build_dac_encoder(&mut b, &w, &ckpt.config, None).unwrap();
         assert_eq!(b.inputs()[0].shape, vec![1, 1, DYN]);
         assert_eq!(b.outputs()[0].dtype, DType::I64);
         assert_eq!(b.outputs()[0].shape, vec![1, 9, DYN]);

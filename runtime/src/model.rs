@@ -312,7 +312,66 @@ impl DiaModel {
         let n = wave.len().div_ceil(hop).max(1) * hop;
         let mut padded = wave.to_vec();
         padded.resize(n, 0.0);
-        let input = Tensor::from_array(([1usize, 1, n], padded))?;
+        if let Some(chunk) = info.decoder_chunk_frames {
+            return self.encode_chunked(session, padded, hop, chunk, info.decoder_context_frames);
+        }
+        Self::encode_once(session, padded)
+    }
+
+    /// Fixed-size encoder (Core ML bundles): windows of `n` frames overlapping by `ctx` frames
+    /// on each side, each contributing the frames at least `ctx` from its cut edges (as
+    /// [`DiaModel::decode_audio`] does). Audio shorter than a window is zero-padded.
+    fn encode_chunked(
+        &self,
+        session: &Mutex<Session>,
+        wave: Vec<f32>,
+        hop: usize,
+        n: usize,
+        ctx: usize,
+    ) -> Result<Frames, RuntimeError> {
+        let total = wave.len() / hop;
+        let window = |start: usize| -> Vec<f32> {
+            let mut w = vec![0f32; n * hop];
+            let end = ((start + n) * hop).min(wave.len());
+            w[..end - start * hop].copy_from_slice(&wave[start * hop..end]);
+            w
+        };
+        if total <= n {
+            let mut f = Self::encode_once(session, window(0))?;
+            f.data.truncate(total * f.channels);
+            return Ok(f);
+        }
+        if n <= 2 * ctx {
+            return Err(RuntimeError::InvalidOption(format!(
+                "DAC chunks of {n} frames cannot hold {ctx} frames of context on both sides"
+            )));
+        }
+        let mut out: Option<Frames> = None;
+        let mut start = 0;
+        while start < total {
+            let cs = if start == 0 {
+                0
+            } else {
+                (start - ctx).min(total - n)
+            };
+            let f = Self::encode_once(session, window(cs))?;
+            let keep_end = if cs + n == total { total } else { cs + n - ctx };
+            let c = f.channels;
+            let o = out.get_or_insert_with(|| Frames {
+                channels: c,
+                data: Vec::with_capacity(total * c),
+            });
+            o.data
+                .extend_from_slice(&f.data[(start - cs) * c..(keep_end - cs) * c]);
+            start = keep_end;
+        }
+        Ok(out.expect("at least one window"))
+    }
+
+    /// One encoder call on all of `wave` (a multiple of the hop length).
+    fn encode_once(session: &Mutex<Session>, wave: Vec<f32>) -> Result<Frames, RuntimeError> {
+        let n = wave.len();
+        let input = Tensor::from_array(([1usize, 1, n], wave))?;
         let mut s = session.lock().unwrap_or_else(|e| e.into_inner());
         let out = s.run(ort::inputs!["audio" => input])?;
         let codes = out

@@ -124,14 +124,17 @@ fn coreml_float16_stays_close_to_the_reference() {
 }
 
 #[test]
-fn coreml_dac_decoder_is_static_and_chunked_decoding_matches_one_decode() {
+fn coreml_dac_graphs_are_static_and_chunked_coding_matches_one_call() {
     let b = coreml_bundle_with(DType::F32, Some(fixtures().join("tiny-dac")));
     let report = check_bundle(&b, "coreml").unwrap();
-    let dec = report
-        .iter()
-        .find(|(g, _)| g == "dac_decoder.onnx")
-        .expect("dac decoder");
-    assert!(dec.1.is_empty(), "{:?}", dec.1);
+    assert_eq!(
+        report.len(),
+        4,
+        "encoder, decoder step, DAC decoder and DAC encoder"
+    );
+    for (graph, unsupported) in &report {
+        assert!(unsupported.is_empty(), "{graph}: {unsupported:?}");
+    }
 
     // 90 frames of pseudo-random codes: chunks of 32 with 11 frames of context each side.
     let mut codes = dia_run::delay::Frames::new(90, 9);
@@ -154,4 +157,20 @@ fn coreml_dac_decoder_is_static_and_chunked_decoding_matches_one_decode() {
     let err = rel_err(&a, &w);
     eprintln!("chunked vs one-shot DAC decode: rel err {err:e}");
     assert!(err < 1e-4, "{err:e}");
+
+    // The encoder: 90 frames of that audio, chunked, give the one-shot codes exactly.
+    let got = chunked.encode_audio(&w).unwrap();
+    let want = whole.encode_audio(&w).unwrap();
+    assert_eq!(got.len(), 90);
+    let differ = got
+        .data
+        .iter()
+        .zip(&want.data)
+        .filter(|(a, b)| a != b)
+        .count();
+    eprintln!(
+        "chunked vs one-shot DAC encode: {differ} of {} codes differ",
+        want.data.len()
+    );
+    assert_eq!(got.data, want.data);
 }
