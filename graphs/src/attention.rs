@@ -37,18 +37,45 @@ pub enum Mask {
 /// The additive bias of a [`Mask::Bias`] (finite, so float16 arithmetic stays finite).
 pub const MASK_BIAS: f32 = dia_bundle::MASK_BIAS;
 
-/// Masked softmax in float32, cast back to `dtype`.
-fn masked_softmax(b: &mut Builder, scores: &Value, mask: &Mask, dtype: DType) -> Value {
+/// Scores (cast to float32) with the masked ones pushed out of the softmax.
+fn apply_mask(b: &mut Builder, scores: &Value, mask: &Mask) -> Value {
     let s = b.cast(scores, DType::F32);
-    let s = match mask {
+    match mask {
         Mask::Keep(keep) => {
             let neg = b.scalar(f32::NEG_INFINITY, DType::F32);
             b.where_(keep, &s, &neg)
         }
         Mask::Bias(bias) => b.add(&s, bias),
-    };
+    }
+}
+
+/// Masked softmax in float32, cast back to `dtype`.
+fn masked_softmax(b: &mut Builder, scores: &Value, mask: &Mask, dtype: DType) -> Value {
+    let s = apply_mask(b, scores, mask);
     let p = b.softmax(&s, -1);
     b.cast(&p, dtype)
+}
+
+/// This step's grouped query `[B,KV,G,d]`, key `[B,KV,d,1]` and value `[B,KV,1,d]`, RoPE
+/// applied. S = 1, so `[B,1,H,d] -> [B,KV,G,d]` is a reshape (head h = kv·G + g).
+fn step_qkv(
+    b: &mut Builder,
+    q: &Value,
+    k: &Value,
+    v: &Value,
+    cos: &Value,
+    sin: &Value,
+    heads: Heads,
+) -> (Value, Value, Value) {
+    let bsz = q.shape[0];
+    let (kv, d, g) = (heads.kv as i64, heads.dim as i64, heads.group() as i64);
+    let q = apply_rope(b, q, cos, sin);
+    let k = apply_rope(b, k, cos, sin);
+    (
+        b.reshape(&q, &[bsz, kv, g, d]),
+        b.reshape(&k, &[bsz, kv, d, 1]),
+        b.reshape(v, &[bsz, kv, 1, d]),
+    )
 }
 
 /// Projects `x` `[B, S, in]` with a fused q|k|v kernel into q `[B,S,H,d]`, k and v `[B,S,KV,d]`.
@@ -165,19 +192,8 @@ pub fn self_attention_step(
     let dim = x.shape[2] as usize;
     let (q, k, v) = qkv(b, w, x, heads, dim)?;
     let (attn, present_k, present_v) = b.scoped(w.prefix(), |b| {
-        let bsz = x.shape[0];
-        let (h, kv, d, g) = (
-            heads.q as i64,
-            heads.kv as i64,
-            heads.dim as i64,
-            heads.group() as i64,
-        );
-        let q = apply_rope(b, &q, cos, sin);
-        let k = apply_rope(b, &k, cos, sin);
-        // S = 1, so [B,1,H,d] -> [B,KV,G,d] is a reshape (head h = kv·G + g).
-        let qg = b.reshape(&q, &[bsz, kv, g, d]);
-        let new_k = b.reshape(&k, &[bsz, kv, d, 1]);
-        let new_v = b.reshape(&v, &[bsz, kv, 1, d]);
+        let (bsz, h, d) = (x.shape[0], heads.q as i64, heads.dim as i64);
+        let (qg, new_k, new_v) = step_qkv(b, &q, &k, &v, cos, sin, heads);
         let present_k = b.scatter_elements(k_cache, &slot.k_index, &new_k, 3);
         let present_v = b.scatter_elements(v_cache, &slot.v_index, &new_v, 2);
         let s = b.matmul(&qg, &present_k); // [B,KV,G,F]
@@ -208,27 +224,10 @@ pub fn self_attention_step_rows(
     let dim = x.shape[2] as usize;
     let (q, k, v) = qkv(b, w, x, heads, dim)?;
     let (attn, new_k, new_v) = b.scoped(w.prefix(), |b| {
-        let bsz = x.shape[0];
-        let (h, kv, d, g) = (
-            heads.q as i64,
-            heads.kv as i64,
-            heads.dim as i64,
-            heads.group() as i64,
-        );
-        let q = apply_rope(b, &q, cos, sin);
-        let k = apply_rope(b, &k, cos, sin);
-        let qg = b.reshape(&q, &[bsz, kv, g, d]);
-        let new_k = b.reshape(&k, &[bsz, kv, d, 1]);
-        let new_v = b.reshape(&v, &[bsz, kv, 1, d]);
+        let (bsz, h, d) = (x.shape[0], heads.q as i64, heads.dim as i64);
+        let (qg, new_k, new_v) = step_qkv(b, &q, &k, &v, cos, sin, heads);
         let s_cache = b.matmul(&qg, k_cache); // [B,KV,G,F]
-        let s_cache = b.cast(&s_cache, DType::F32);
-        let s_cache = match before {
-            Mask::Keep(keep) => {
-                let neg = b.scalar(f32::NEG_INFINITY, DType::F32);
-                b.where_(keep, &s_cache, &neg)
-            }
-            Mask::Bias(bias) => b.add(&s_cache, bias),
-        };
+        let s_cache = apply_mask(b, &s_cache, before);
         let s_new = b.matmul(&qg, &new_k); // [B,KV,G,1]
         let s_new = b.cast(&s_new, DType::F32);
         let s = b.concat(&[&s_cache, &s_new], -1);
