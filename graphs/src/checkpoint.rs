@@ -10,15 +10,12 @@
 //! layout; the mapping from one layout to the other lives in [`transformers_source`], once.
 //! Files are memory-mapped and tensors are decoded one at a time, so export streams weights.
 
-use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use dia_bundle::{BundleError, DiaConfig};
-use memmap2::Mmap;
-use safetensors::{Dtype, SafeTensors};
 
-use crate::tensor::{decode_to_f32, SourceDType, Tensor};
+use crate::safetensors_files::{Mismatch, TensorFiles};
+use crate::tensor::Tensor;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -81,22 +78,12 @@ impl std::fmt::Display for Layout {
     }
 }
 
-struct Entry {
-    shard: usize,
-    dtype: Dtype,
-    shape: Vec<usize>,
-    /// Byte range inside the shard's mmap (header included in the offset).
-    start: usize,
-    end: usize,
-}
-
 /// An opened checkpoint. Cheap: tensors are read on demand.
 pub struct Checkpoint {
     pub dir: PathBuf,
     pub config: DiaConfig,
     pub layout: Layout,
-    shards: Vec<(PathBuf, Mmap)>,
-    entries: HashMap<String, Entry>,
+    files: TensorFiles,
 }
 
 /// How a nari-named weight is found in a transformers-layout file.
@@ -276,36 +263,6 @@ pub fn expected_tensors(cfg: &DiaConfig) -> Vec<(String, Vec<usize>)> {
     out
 }
 
-fn open_mmap(path: &Path) -> Result<Mmap, CheckpointError> {
-    let io = |e| CheckpointError::Io {
-        file: path.to_path_buf(),
-        source: e,
-    };
-    let f = File::open(path).map_err(io)?;
-    // SAFETY: the file is opened read-only; a checkpoint being rewritten while we export is
-    // the user's error and at worst yields garbage weights, which validation cannot catch anyway.
-    unsafe { Mmap::map(&f) }.map_err(io)
-}
-
-/// Drops the mapped pages of `start..end` from this process's resident set once a tensor has
-/// been decoded, so export holds about one tensor at a time instead of the whole checkpoint.
-#[cfg(unix)]
-fn release_pages(mmap: &Mmap, start: usize, end: usize) {
-    const PAGE: usize = 4096;
-    let first = start.div_ceil(PAGE) * PAGE;
-    let last = end / PAGE * PAGE;
-    if last > first {
-        // SAFETY: the mapping is private and read-only; after DONTNEED the kernel re-reads the
-        // file if those pages are touched again, so later reads still see the file's bytes.
-        let _ = unsafe {
-            mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, first, last - first)
-        };
-    }
-}
-
-#[cfg(not(unix))]
-fn release_pages(_: &Mmap, _: usize, _: usize) {}
-
 impl Checkpoint {
     /// Opens `dir`, parses its config and the safetensors headers, detects the layout and
     /// checks that every expected tensor is present with the right shape and a float type.
@@ -346,45 +303,21 @@ impl Checkpoint {
             return Err(CheckpointError::MissingWeights(dir.to_path_buf()));
         };
 
-        let mut shards = Vec::new();
-        let mut entries = HashMap::new();
-        for (si, file) in files.into_iter().enumerate() {
-            let mmap = open_mmap(&file)?;
-            let (header, meta) =
-                SafeTensors::read_metadata(&mmap).map_err(|e| CheckpointError::Corrupt {
-                    file: file.clone(),
-                    detail: format!("{e:?}"),
-                })?;
-            for (name, info) in meta.tensors() {
-                entries.insert(
-                    name,
-                    Entry {
-                        shard: si,
-                        dtype: info.dtype,
-                        shape: info.shape.clone(),
-                        start: 8 + header + info.data_offsets.0,
-                        end: 8 + header + info.data_offsets.1,
-                    },
-                );
-            }
-            shards.push((file, mmap));
-        }
-
-        let layout = if entries.contains_key("encoder.embedding.weight") {
+        let tf = TensorFiles::open(files)?;
+        let layout = if tf.contains("encoder.embedding.weight") {
             Layout::Nari
-        } else if entries.contains_key("model.encoder.embedding.weight") {
+        } else if tf.contains("model.encoder.embedding.weight") {
             Layout::Transformers
         } else {
             return Err(CheckpointError::UnknownLayout {
-                file: shards[0].0.clone(),
+                file: tf.first_path().to_path_buf(),
             });
         };
         let ckpt = Checkpoint {
             dir: dir.to_path_buf(),
             config,
             layout,
-            shards,
-            entries,
+            files: tf,
         };
         ckpt.validate()?;
         Ok(ckpt)
@@ -410,30 +343,24 @@ impl Checkpoint {
         }
     }
 
-    fn check_entry(&self, name: &str, shape: &[usize]) -> Result<&Entry, CheckpointError> {
-        let e = self
-            .entries
-            .get(name)
-            .ok_or_else(|| CheckpointError::MissingTensor {
+    fn check_entry(&self, name: &str, shape: &[usize]) -> Result<(), CheckpointError> {
+        self.files.check(name, shape).map_err(|m| match m {
+            Mismatch::Missing => CheckpointError::MissingTensor {
                 name: name.to_string(),
                 expected: shape.to_vec(),
                 layout: self.layout,
-            })?;
-        if e.shape != shape {
-            return Err(CheckpointError::ShapeMismatch {
+            },
+            Mismatch::Shape(found) => CheckpointError::ShapeMismatch {
                 name: name.to_string(),
                 expected: shape.to_vec(),
-                found: e.shape.clone(),
+                found,
                 layout: self.layout,
-            });
-        }
-        if !matches!(e.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
-            return Err(CheckpointError::UnsupportedDtype {
+            },
+            Mismatch::Dtype(dtype) => CheckpointError::UnsupportedDtype {
                 name: name.to_string(),
-                dtype: format!("{:?}", e.dtype),
-            });
-        }
-        Ok(e)
+                dtype,
+            },
+        })
     }
 
     /// Checks every weight the config implies, before anything is written.
@@ -446,16 +373,8 @@ impl Checkpoint {
     }
 
     fn read_entry(&self, name: &str, shape: &[usize]) -> Result<Tensor, CheckpointError> {
-        let e = self.check_entry(name, shape)?;
-        let mmap = &self.shards[e.shard].1;
-        let dtype = match e.dtype {
-            Dtype::F32 => SourceDType::F32,
-            Dtype::F16 => SourceDType::F16,
-            _ => SourceDType::BF16,
-        };
-        let t = Tensor::new(e.shape.clone(), decode_to_f32(&mmap[e.start..e.end], dtype));
-        release_pages(mmap, e.start, e.end);
-        Ok(t)
+        self.check_entry(name, shape)?;
+        Ok(self.files.read(name))
     }
 
     /// A weight by its nari name, decoded to float32 and laid out in the nari shape `shape`.

@@ -48,17 +48,14 @@
 //! weight is `[in, out, k]`, dim 0 is the input channel, as torch's `weight_norm(dim=0)` does).
 //! The DAC graphs are always float32.
 
-use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use memmap2::Mmap;
-use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
 use crate::builder::{Builder, Conv1d, DType, Value, DYN};
 use crate::checkpoint::CheckpointError;
-use crate::tensor::{decode_to_f32, encode_f32, SourceDType, Tensor};
+use crate::safetensors_files::{Mismatch, TensorFiles};
+use crate::tensor::{encode_f32, Tensor};
 
 /// Dilations of the three residual units of every block.
 const DILATIONS: [i64; 3] = [1, 3, 9];
@@ -457,14 +454,6 @@ pub fn expected_tensors(cfg: &DacConfig) -> Vec<(String, Vec<usize>)> {
 // Reading the checkpoint
 // ---------------------------------------------------------------------------------------------
 
-struct Entry {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    /// Byte range in the mmap (header included in the offset).
-    start: usize,
-    end: usize,
-}
-
 /// Where a conv weight comes from in the file.
 enum WeightSource {
     Plain(String),
@@ -483,8 +472,7 @@ pub struct DacCheckpoint {
     /// Whether `config.json` was absent and the 44.1 kHz defaults are used.
     pub default_config: bool,
     file: PathBuf,
-    mmap: Mmap,
-    entries: HashMap<String, Entry>,
+    files: TensorFiles,
 }
 
 fn weights_file(dir: &Path) -> Result<PathBuf, DacError> {
@@ -525,34 +513,8 @@ impl DacCheckpoint {
             DacConfig::from_file(&config_path)?
         };
         let file = weights_file(dir)?;
-        let io = |e| CheckpointError::Io {
-            file: file.clone(),
-            source: e,
-        };
-        let f = File::open(&file).map_err(io)?;
-        // SAFETY: read-only mapping; a file rewritten during export is the user's error.
-        let mmap = unsafe { Mmap::map(&f) }.map_err(io)?;
-        let (header, meta) =
-            SafeTensors::read_metadata(&mmap).map_err(|e| CheckpointError::Corrupt {
-                file: file.clone(),
-                detail: format!("{e:?}"),
-            })?;
-        let entries: HashMap<String, Entry> = meta
-            .tensors()
-            .into_iter()
-            .map(|(name, info)| {
-                (
-                    name,
-                    Entry {
-                        dtype: info.dtype,
-                        shape: info.shape.clone(),
-                        start: 8 + header + info.data_offsets.0,
-                        end: 8 + header + info.data_offsets.1,
-                    },
-                )
-            })
-            .collect();
-        let has_prefix = |p: &str| entries.keys().any(|k| k.starts_with(p));
+        let files = TensorFiles::open(vec![file.clone()])?;
+        let has_prefix = |p: &str| files.names().any(|k| k.starts_with(p));
         let layout = if has_prefix("decoder.conv1.") {
             DacLayout::Transformers
         } else if has_prefix("decoder.model.0.") {
@@ -566,8 +528,7 @@ impl DacCheckpoint {
             layout,
             default_config,
             file,
-            mmap,
-            entries,
+            files,
         };
         ckpt.validate()?;
         Ok(ckpt)
@@ -587,30 +548,24 @@ impl DacCheckpoint {
     }
 
     fn check(&self, name: &str, shape: &[usize]) -> Result<(), DacError> {
-        let e = self
-            .entries
-            .get(name)
-            .ok_or_else(|| DacError::MissingTensor {
+        self.files.check(name, shape).map_err(|m| match m {
+            Mismatch::Missing => DacError::MissingTensor {
                 name: name.to_string(),
                 expected: shape.to_vec(),
                 layout: self.layout,
-            })?;
-        if e.shape != shape {
-            return Err(DacError::ShapeMismatch {
+            },
+            Mismatch::Shape(found) => DacError::ShapeMismatch {
                 name: name.to_string(),
                 expected: shape.to_vec(),
-                found: e.shape.clone(),
+                found,
                 layout: self.layout,
-            });
-        }
-        if !matches!(e.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
-            return Err(CheckpointError::UnsupportedDtype {
+            },
+            Mismatch::Dtype(dtype) => CheckpointError::UnsupportedDtype {
                 name: name.to_string(),
-                dtype: format!("{:?}", e.dtype),
+                dtype,
             }
-            .into());
-        }
-        Ok(())
+            .into(),
+        })
     }
 
     /// Finds a conv weight in whichever form the file stores it and checks its shapes.
@@ -625,12 +580,12 @@ impl DacCheckpoint {
                 format!("{module}.parametrizations.weight.original1"),
             ),
         ];
-        if self.entries.contains_key(&plain) {
+        if self.files.contains(&plain) {
             self.check(&plain, shape)?;
             return Ok(WeightSource::Plain(plain));
         }
         for (g, v) in forms {
-            if self.entries.contains_key(&g) || self.entries.contains_key(&v) {
+            if self.files.contains(&g) || self.files.contains(&v) {
                 self.check(&v, shape)?;
                 self.check(&g, &g_shape)?;
                 return Ok(WeightSource::Normed { g, v });
@@ -662,16 +617,7 @@ impl DacCheckpoint {
     }
 
     fn read(&self, name: &str) -> Tensor {
-        let e = &self.entries[name];
-        let dtype = match e.dtype {
-            Dtype::F32 => SourceDType::F32,
-            Dtype::F16 => SourceDType::F16,
-            _ => SourceDType::BF16,
-        };
-        Tensor::new(
-            e.shape.clone(),
-            decode_to_f32(&self.mmap[e.start..e.end], dtype),
-        )
+        self.files.read(name)
     }
 
     /// A parameter by its transformers name, as float32 in its transformers shape, weight norm
@@ -1189,6 +1135,8 @@ pub fn build_dac_encoder(
 mod tests {
     use super::*;
     use safetensors::tensor::TensorView;
+    use safetensors::{Dtype, SafeTensors};
+    use std::collections::HashMap;
 
     fn tiny() -> DacConfig {
         DacConfig::from_json_str(

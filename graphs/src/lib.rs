@@ -32,6 +32,7 @@ pub mod norm;
 pub mod onnx;
 pub mod quant;
 pub mod rope;
+mod safetensors_files;
 pub mod tensor;
 pub mod weights;
 

@@ -1,0 +1,134 @@
+//! Memory-mapped safetensors files (one, or the shards of a checkpoint) with their tensor
+//! index: the reading both checkpoint kinds (Dia's and the DAC's) share. Tensors are decoded
+//! one at a time to float32, and their mapped pages released afterwards, so export streams.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::checkpoint::CheckpointError;
+use crate::tensor::{decode_to_f32, SourceDType, Tensor};
+
+struct Entry {
+    file: usize,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    /// Byte range inside the file's mmap (header included in the offset).
+    start: usize,
+    end: usize,
+}
+
+/// Why a tensor cannot be used; each caller turns it into its own error (with its layout).
+#[derive(Debug)]
+pub(crate) enum Mismatch {
+    Missing,
+    Shape(Vec<usize>),
+    Dtype(String),
+}
+
+pub(crate) struct TensorFiles {
+    files: Vec<(PathBuf, Mmap)>,
+    entries: HashMap<String, Entry>,
+}
+
+fn open_mmap(path: &Path) -> Result<Mmap, CheckpointError> {
+    let io = |e| CheckpointError::Io {
+        file: path.to_path_buf(),
+        source: e,
+    };
+    let f = File::open(path).map_err(io)?;
+    // SAFETY: the file is opened read-only; a checkpoint being rewritten while we export is
+    // the user's error and at worst yields garbage weights, which validation cannot catch anyway.
+    unsafe { Mmap::map(&f) }.map_err(io)
+}
+
+/// Drops the mapped pages of `start..end` from this process's resident set once a tensor has
+/// been decoded, so export holds about one tensor at a time instead of the whole checkpoint.
+#[cfg(unix)]
+fn release_pages(mmap: &Mmap, start: usize, end: usize) {
+    const PAGE: usize = 4096;
+    let first = start.div_ceil(PAGE) * PAGE;
+    let last = end / PAGE * PAGE;
+    if last > first {
+        // SAFETY: the mapping is private and read-only; after DONTNEED the kernel re-reads the
+        // file if those pages are touched again, so later reads still see the file's bytes.
+        let _ = unsafe {
+            mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, first, last - first)
+        };
+    }
+}
+
+#[cfg(not(unix))]
+fn release_pages(_: &Mmap, _: usize, _: usize) {}
+
+impl TensorFiles {
+    /// Maps `paths` and reads their headers; a truncated or corrupt file is an error naming it.
+    pub fn open(paths: Vec<PathBuf>) -> Result<Self, CheckpointError> {
+        let mut files = Vec::new();
+        let mut entries = HashMap::new();
+        for (fi, path) in paths.into_iter().enumerate() {
+            let mmap = open_mmap(&path)?;
+            let (header, meta) =
+                SafeTensors::read_metadata(&mmap).map_err(|e| CheckpointError::Corrupt {
+                    file: path.clone(),
+                    detail: format!("{e:?}"),
+                })?;
+            for (name, info) in meta.tensors() {
+                entries.insert(
+                    name,
+                    Entry {
+                        file: fi,
+                        dtype: info.dtype,
+                        shape: info.shape.clone(),
+                        start: 8 + header + info.data_offsets.0,
+                        end: 8 + header + info.data_offsets.1,
+                    },
+                );
+            }
+            files.push((path, mmap));
+        }
+        Ok(Self { files, entries })
+    }
+
+    /// The first file (for messages about the checkpoint as a whole).
+    pub fn first_path(&self) -> &Path {
+        &self.files[0].0
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.entries.keys()
+    }
+
+    /// Checks that `name` exists with `shape` and a float element type.
+    pub fn check(&self, name: &str, shape: &[usize]) -> Result<(), Mismatch> {
+        let e = self.entries.get(name).ok_or(Mismatch::Missing)?;
+        if e.shape != shape {
+            return Err(Mismatch::Shape(e.shape.clone()));
+        }
+        if !matches!(e.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+            return Err(Mismatch::Dtype(format!("{:?}", e.dtype)));
+        }
+        Ok(())
+    }
+
+    /// Decodes `name` (checked before) to float32 in its file shape.
+    pub fn read(&self, name: &str) -> Tensor {
+        let e = &self.entries[name];
+        let mmap = &self.files[e.file].1;
+        let dtype = match e.dtype {
+            Dtype::F32 => SourceDType::F32,
+            Dtype::F16 => SourceDType::F16,
+            _ => SourceDType::BF16,
+        };
+        let t = Tensor::new(e.shape.clone(), decode_to_f32(&mmap[e.start..e.end], dtype));
+        release_pages(mmap, e.start, e.end);
+        t
+    }
+}
