@@ -31,11 +31,12 @@ struct Args {
     #[arg(long)]
     out: PathBuf,
     /// Weight and activation dtype (norms, RoPE, softmax and logits stay float32); default f32,
-    /// or f16 with --target coreml.
+    /// or f16 with --target coreml or cuda.
     #[arg(long, value_enum)]
     dtype: Option<Precision>,
-    /// portable (ONNX Runtime CPU and CUDA) or coreml (graphs the CoreML provider takes whole:
-    /// static shapes, int32 ids, float masks).
+    /// portable (ONNX Runtime CPU and CUDA), cuda (the decoder step written with ONNX Runtime's
+    /// fused attention and norm kernels: fastest on NVIDIA GPUs, also runs on the CPU) or
+    /// coreml (graphs the CoreML provider takes whole: static shapes, int32 ids, float masks).
     #[arg(long, value_enum, default_value = "portable")]
     target: TargetArg,
     /// Encoder text length; texts are padded to it (default: the model's, 1024).
@@ -58,6 +59,7 @@ struct Args {
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum TargetArg {
     Portable,
+    Cuda,
     Coreml,
 }
 
@@ -148,10 +150,11 @@ fn main() -> Result<ExitCode> {
         target: match args.target {
             TargetArg::Portable => Target::Portable,
             TargetArg::Coreml => Target::CoreMl,
+            TargetArg::Cuda => Target::Cuda,
         },
         dtype: match args.dtype.unwrap_or(match args.target {
             TargetArg::Portable => Precision::F32,
-            TargetArg::Coreml => Precision::F16,
+            TargetArg::Coreml | TargetArg::Cuda => Precision::F16,
         }) {
             Precision::F32 => DType::F32,
             Precision::F16 => DType::F16,

@@ -8,6 +8,7 @@
 
 use crate::builder::{Builder, DType, Value};
 use crate::checkpoint::CheckpointError;
+use crate::contrib::GqaHeads;
 use crate::rope::apply_rope;
 use crate::weights::Weights;
 
@@ -246,11 +247,13 @@ pub fn self_attention_step_rows(
 
 /// Cross-attention K (transposed, `[B,KV,d,T]`) and V (`[B,KV,T,d]`) from the encoder output
 /// `[B,T,E]`: computed once per utterance by the encoder graph.
+/// With `k_transposed` false (the cuda target's fused attention), K is `[B,KV,T,d]` like V.
 pub fn cross_kv(
     b: &mut Builder,
     w: &Weights,
     enc: &Value,
     heads: Heads,
+    k_transposed: bool,
 ) -> Result<(Value, Value), CheckpointError> {
     let e = enc.shape[2] as usize;
     let (kv, d) = (heads.kv, heads.dim);
@@ -265,10 +268,12 @@ pub fn cross_kv(
         let parts = b.split(&y, -1, &[(kv * d) as i64, (kv * d) as i64]);
         let k = b.reshape(&parts[0], &[bsz, t, kv as i64, d as i64]);
         let v = b.reshape(&parts[1], &[bsz, t, kv as i64, d as i64]);
-        (
-            b.transpose(&k, &[0, 2, 3, 1]),
-            b.transpose(&v, &[0, 2, 1, 3]),
-        )
+        let k_perm: &[i64] = if k_transposed {
+            &[0, 2, 3, 1]
+        } else {
+            &[0, 2, 1, 3]
+        };
+        (b.transpose(&k, k_perm), b.transpose(&v, &[0, 2, 1, 3]))
     }))
 }
 
@@ -299,6 +304,82 @@ pub fn cross_attention_step(
         let p = masked_softmax(b, &s, keep, q.dtype);
         let o = b.matmul(&p, v); // [B,KV,G,d]
         b.reshape(&o, &[bsz, 1, h * d])
+    });
+    out_proj(b, w, &attn, heads, dim)
+}
+
+/// The per-step inputs of the fused (cuda target) self-attention: the position as
+/// `seqlens_k` int32 `[B]`, `total_len` int32 scalar (the cache size: the buffer is shared),
+/// and the RoPE tables `[F, d/2]` in the bundle dtype.
+pub struct FusedStep {
+    pub seqlens_k: Value,
+    pub total_len: Value,
+    pub cos: Value,
+    pub sin: Value,
+}
+
+/// One decoder step of self-attention as one `GroupQueryAttention` kernel: RoPE, the write of
+/// this step's key/value into slot `seqlens_k` of the caches (`[B,KV,F,d]`, bound as both
+/// input and output) and grouped attention over slots `0..=step`, scale 1.0.
+/// Returns (output `[B,1,D]`, present k, present v).
+pub fn self_attention_step_fused(
+    b: &mut Builder,
+    w: &Weights,
+    x: &Value,
+    k_cache: &Value,
+    v_cache: &Value,
+    step: &FusedStep,
+    heads: Heads,
+) -> Result<(Value, Value, Value), CheckpointError> {
+    let dim = x.shape[2] as usize;
+    let (h, kv, d) = (heads.q, heads.kv, heads.dim);
+    let wqkv = w.fused_linear(
+        b,
+        "qkv_proj",
+        &[
+            ("q_proj", &[dim, h, d]),
+            ("k_proj", &[dim, kv, d]),
+            ("v_proj", &[dim, kv, d]),
+        ],
+    )?;
+    let (attn, present_k, present_v) = b.scoped(w.prefix(), |b| {
+        let qkv = wqkv.apply(b, x);
+        b.group_query_attention(
+            &qkv,
+            k_cache,
+            v_cache,
+            &step.seqlens_k,
+            &step.total_len,
+            &step.cos,
+            &step.sin,
+            GqaHeads { q: h, kv, dim: d },
+            1.0,
+        )
+    });
+    Ok((out_proj(b, w, &attn, heads, dim)?, present_k, present_v))
+}
+
+/// One decoder step of cross-attention as one `MultiHeadAttention` kernel. `k`/`v`
+/// `[B,H,T,d]` (one K/V head per query head, as Dia has), `bias` `[B,1,1,T]` in the bundle
+/// dtype (0 on text, [`MASK_BIAS`] on padding).
+pub fn cross_attention_step_fused(
+    b: &mut Builder,
+    w: &Weights,
+    x: &Value,
+    k: &Value,
+    v: &Value,
+    bias: &Value,
+    heads: Heads,
+) -> Result<Value, CheckpointError> {
+    assert_eq!(
+        heads.q, heads.kv,
+        "fused cross-attention needs as many K/V heads as query heads"
+    );
+    let dim = x.shape[2] as usize;
+    let wq = w.linear(b, "q_proj", &[dim, heads.q, heads.dim], 1)?;
+    let attn = b.scoped(w.prefix(), |b| {
+        let q = wq.apply(b, x);
+        b.multi_head_attention(&q, k, v, bias, heads.q, 1.0)
     });
     out_proj(b, w, &attn, heads, dim)
 }

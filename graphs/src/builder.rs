@@ -192,7 +192,15 @@ pub struct Builder {
     renamed_to: Vec<String>,
 }
 
-fn attr_int(name: &str, i: i64) -> AttributeProto {
+pub(crate) fn attr_float(name: &str, f: f32) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attribute_type::FLOAT,
+        f,
+        ..Default::default()
+    }
+}
+pub(crate) fn attr_int(name: &str, i: i64) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: attribute_type::INT,
@@ -342,6 +350,26 @@ impl Builder {
         attrs: Vec<AttributeProto>,
         outputs: Vec<(DType, Vec<i64>)>,
     ) -> Vec<Value> {
+        let inputs: Vec<Option<&Value>> = inputs.iter().map(|v| Some(*v)).collect();
+        self.node_opt(op, "", &inputs, attrs, outputs)
+    }
+
+    pub(crate) fn last_node_mut(&mut self) -> &mut NodeProto {
+        self.graph.node.last_mut().expect("a node was added")
+    }
+
+    /// Adds a node of `domain` whose absent optional inputs are `None` (an empty name).
+    pub(crate) fn node_opt(
+        &mut self,
+        op: &str,
+        domain: &str,
+        inputs: &[Option<&Value>],
+        attrs: Vec<AttributeProto>,
+        outputs: Vec<(DType, Vec<i64>)>,
+    ) -> Vec<Value> {
+        if domain == MS_DOMAIN {
+            self.uses_ms_domain = true;
+        }
         let name = self.fresh(op);
         let outs: Vec<Value> = outputs
             .into_iter()
@@ -353,10 +381,14 @@ impl Builder {
             })
             .collect();
         self.graph.node.push(NodeProto {
-            input: inputs.iter().map(|v| v.name.clone()).collect(),
+            input: inputs
+                .iter()
+                .map(|v| v.map(|v| v.name.clone()).unwrap_or_default())
+                .collect(),
             output: outs.iter().map(|v| v.name.clone()).collect(),
             name,
             op_type: op.into(),
+            domain: domain.into(),
             attribute: attrs,
             ..Default::default()
         });

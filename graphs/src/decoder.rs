@@ -16,7 +16,8 @@
 use dia_bundle::DiaConfig;
 
 use crate::attention::{
-    cross_attention_step, self_attention_step, self_attention_step_rows, CacheSlot, Heads, Mask,
+    cross_attention_step, cross_attention_step_fused, self_attention_step,
+    self_attention_step_fused, self_attention_step_rows, CacheSlot, FusedStep, Heads, Mask,
 };
 use crate::builder::{Builder, DType, Value};
 use crate::checkpoint::CheckpointError;
@@ -24,7 +25,7 @@ use crate::encoder::{f32_bytes, PAIR};
 use crate::mlp::mlp;
 use crate::norm::rms_norm;
 use crate::rope;
-use crate::tensor::Tensor;
+use crate::tensor::{encode_f32, Tensor};
 use crate::weights::Weights;
 use crate::Target;
 
@@ -55,16 +56,7 @@ fn decoder_layer(
     cross: (&Value, &Value),
 ) -> Result<(Value, Value, Value), CheckpointError> {
     let d = &cfg.decoder_config;
-    let self_heads = Heads {
-        q: d.num_attention_heads,
-        kv: d.num_key_value_heads,
-        dim: d.head_dim,
-    };
-    let cross_heads = Heads {
-        q: d.cross_num_attention_heads,
-        kv: d.cross_num_key_value_heads,
-        dim: d.cross_head_dim,
-    };
+    let (self_heads, cross_heads) = layer_heads(cfg);
     let pre_sa = w.norm(b, "pre_sa_norm", d.hidden_size)?;
     let pre_ca = w.norm(b, "pre_ca_norm", d.hidden_size)?;
     let pre_mlp = w.norm(b, "pre_mlp_norm", d.hidden_size)?;
@@ -101,6 +93,123 @@ fn decoder_layer(
     Ok((b.add(&x, &m), new_k, new_v))
 }
 
+fn layer_heads(cfg: &DiaConfig) -> (Heads, Heads) {
+    let d = &cfg.decoder_config;
+    (
+        Heads {
+            q: d.num_attention_heads,
+            kv: d.num_key_value_heads,
+            dim: d.head_dim,
+        },
+        Heads {
+            q: d.cross_num_attention_heads,
+            kv: d.cross_num_key_value_heads,
+            dim: d.cross_head_dim,
+        },
+    )
+}
+
+/// A decoder layer of the cuda target. The residual stream arrives as `(x, pending)`: the
+/// previous layer's MLP output is added by this layer's first fused skip-norm, so every
+/// residual add and the RMSNorm after it are one `SkipSimplifiedLayerNormalization`.
+/// Returns `(x, pending)` for the next layer, and the present K/V.
+#[allow(clippy::too_many_arguments)]
+fn decoder_layer_fused(
+    b: &mut Builder,
+    w: &Weights,
+    cfg: &DiaConfig,
+    step: &FusedStep,
+    cross_bias: &Value,
+    (x, pending): (&Value, &Value),
+    cache: (&Value, &Value),
+    cross: (&Value, &Value),
+) -> Result<(Value, Value, Value, Value), CheckpointError> {
+    let d = &cfg.decoder_config;
+    let (self_heads, cross_heads) = layer_heads(cfg);
+    let pre_sa = w.norm_in_dtype(b, "pre_sa_norm", d.hidden_size)?;
+    let pre_ca = w.norm_in_dtype(b, "pre_ca_norm", d.hidden_size)?;
+    let pre_mlp = w.norm_in_dtype(b, "pre_mlp_norm", d.hidden_size)?;
+
+    let (h, x) = b.skip_simplified_layer_norm(x, pending, &pre_sa, d.norm_eps);
+    let (sa, new_k, new_v) = self_attention_step_fused(
+        b,
+        &w.pp("self_attention"),
+        &h,
+        cache.0,
+        cache.1,
+        step,
+        self_heads,
+    )?;
+    let (h, x) = b.skip_simplified_layer_norm(&x, &sa, &pre_ca, d.norm_eps);
+    let ca = cross_attention_step_fused(
+        b,
+        &w.pp("cross_attention"),
+        &h,
+        cross.0,
+        cross.1,
+        cross_bias,
+        cross_heads,
+    )?;
+    let (h, x) = b.skip_simplified_layer_norm(&x, &ca, &pre_mlp, d.norm_eps);
+    let m = mlp(b, &w.pp("mlp"), &h, d.hidden_size, d.intermediate_size)?;
+    Ok((x, m, new_k, new_v))
+}
+
+/// The summed embeddings `[2, 1, D]` of this step's 9 tokens. `offset` says whether `tokens`
+/// already carry the channel offsets `c·V` (Core ML has no integer Add, so its runtime adds
+/// them).
+fn embeddings(
+    b: &mut Builder,
+    dec: &Weights,
+    cfg: &DiaConfig,
+    tokens: &Value,
+    offset: bool,
+) -> Result<Value, CheckpointError> {
+    let d = &cfg.decoder_config;
+    let (c, v, dim) = (d.num_channels, d.vocab_size, d.hidden_size);
+    // The 9 channel tables as one [C·V, D] table: channel c's token id is offset by c·V, so one
+    // Gather and a sum replace nine lookups.
+    let mut table = Vec::with_capacity(c * v * dim);
+    for ch in 0..c {
+        table.extend(dec.tensor(&format!("embeddings.{ch}"), &[v, dim])?.data);
+    }
+    let table = dec.add(
+        b,
+        "embeddings",
+        &Tensor::new(vec![c * v, dim], table),
+        dec.dtype,
+    );
+    Ok(b.scoped("decoder.embeddings", |b| {
+        let ids = if offset {
+            tokens.clone()
+        } else {
+            let offsets: Vec<i64> = (0..c as i64).map(|ch| ch * v as i64).collect();
+            let offsets = b.const_i64(&offsets, &[1, c as i64]);
+            b.add(tokens, &offsets)
+        };
+        let e = b.gather(&table, &ids, 0); // [2, C, D]
+        b.reduce_sum(&e, &[1], true) // [2, 1, D]
+    }))
+}
+
+/// The logits head on the normalised last hidden state `h` `[2, 1, D]`: float32 `[2, C, V]`.
+fn logits(
+    b: &mut Builder,
+    dec: &Weights,
+    cfg: &DiaConfig,
+    h: &Value,
+) -> Result<Value, CheckpointError> {
+    let d = &cfg.decoder_config;
+    let (c, v, dim) = (d.num_channels, d.vocab_size, d.hidden_size);
+    let logits_w = dec.matrix(b, "logits_dense", &[dim, c, v], 1)?;
+    Ok(b.scoped("decoder.logits", |b| {
+        let h = b.cast(h, dec.dtype);
+        let l = b.matmul(&h, &logits_w); // [2, 1, C·V]
+        let l = b.cast(&l, DType::F32);
+        b.reshape(&l, &[PAIR, c as i64, v as i64])
+    }))
+}
+
 /// Builds the single-step decoder for texts of `text_len` tokens and a cache of `max_frames`.
 ///
 /// For [`Target::CoreMl`] the inputs differ: `tokens` int32 `[2, C]` already offset by `c·V`
@@ -108,6 +217,8 @@ fn decoder_layer(
 /// (0 for the slots before `step`, -30000 from it on) and `cross_bias` float32 `[2, T]` (0 on
 /// text, -30000 on padding) instead of `cross_mask`; the outputs are `logits`, `new_k_{i}`
 /// `[2, KV, d, 1]` and `new_v_{i}` `[2, KV, 1, d]`.
+///
+/// For [`Target::Cuda`] see [`build_decoder_step_fused`].
 pub fn build_decoder_step(
     b: &mut Builder,
     w: &Weights,
@@ -116,9 +227,12 @@ pub fn build_decoder_step(
     max_frames: usize,
     target: Target,
 ) -> Result<(), CheckpointError> {
+    if target == Target::Cuda {
+        return build_decoder_step_fused(b, w, cfg, text_len, max_frames);
+    }
     let coreml = target == Target::CoreMl;
     let d = &cfg.decoder_config;
-    let (c, v, dim) = (d.num_channels, d.vocab_size, d.hidden_size);
+    let c = d.num_channels;
     let (t, f) = (text_len as i64, max_frames as i64);
     let (kv, hd) = (d.num_key_value_heads as i64, d.head_dim as i64);
     let (ckv, chd) = (d.cross_num_key_value_heads as i64, d.cross_head_dim as i64);
@@ -144,30 +258,7 @@ pub fn build_decoder_step(
     }
 
     let dec = w.pp("decoder");
-    // The 9 channel tables as one [C·V, D] table: channel c's token id is offset by c·V, so one
-    // Gather and a sum replace nine lookups.
-    let mut table = Vec::with_capacity(c * v * dim);
-    for ch in 0..c {
-        table.extend(dec.tensor(&format!("embeddings.{ch}"), &[v, dim])?.data);
-    }
-    let table = dec.add(
-        b,
-        "embeddings",
-        &Tensor::new(vec![c * v, dim], table),
-        w.dtype,
-    );
-    let mut x = b.scoped("decoder.embeddings", |b| {
-        let ids = if coreml {
-            tokens.clone() // offset by the runtime: Core ML has no integer Add
-        } else {
-            let offsets: Vec<i64> = (0..c as i64).map(|ch| ch * v as i64).collect();
-            let offsets = b.const_i64(&offsets, &[1, c as i64]);
-            b.add(&tokens, &offsets)
-        };
-        let e = b.gather(&table, &ids, 0); // [2, C, D]
-        b.reduce_sum(&e, &[1], true) // [2, 1, D]
-    });
-
+    let mut x = embeddings(b, &dec, cfg, &tokens, coreml)?;
     let half = (d.head_dim / 2) as i64;
     let (cos, sin) = rope::tables(max_frames, d.head_dim, d.rope_theta);
     let cos_t = b.initializer("decoder.rope.cos", DType::F32, &[f, half], &f32_bytes(&cos));
@@ -215,15 +306,9 @@ pub fn build_decoder_step(
         new_kv.push((nk, nv));
     }
 
-    let norm = dec.norm(b, "norm", dim)?;
-    let logits_w = dec.matrix(b, "logits_dense", &[dim, c, v], 1)?;
-    let logits = b.scoped("decoder.logits", |b| {
-        let h = rms_norm(b, &norm, &x, d.norm_eps);
-        let h = b.cast(&h, w.dtype);
-        let l = b.matmul(&h, &logits_w); // [2, 1, C·V]
-        let l = b.cast(&l, DType::F32);
-        b.reshape(&l, &[PAIR, c as i64, v as i64])
-    });
+    let norm = dec.norm(b, "norm", d.hidden_size)?;
+    let h = b.scoped("decoder.norm", |b| rms_norm(b, &norm, &x, d.norm_eps));
+    let logits = logits(b, &dec, cfg, &h)?;
     b.output(&logits, "logits");
     let (k_out, v_out) = if coreml {
         ("new_k", "new_v")
@@ -233,6 +318,99 @@ pub fn build_decoder_step(
     for (i, (k, v)) in new_kv.iter().enumerate() {
         b.output(k, &format!("{k_out}_{i}"));
         b.output(v, &format!("{v_out}_{i}"));
+    }
+    Ok(())
+}
+
+/// The [`Target::Cuda`] step: the same model with ONNX Runtime's fused contrib kernels.
+///
+/// Inputs: `tokens` int64 `[2, C]`; `step` int32 `[2]`, this step's position for each CFG row
+/// (`GroupQueryAttention`'s `seqlens_k`: the number of filled cache slots); `cross_bias`
+/// `[2, 1, 1, T]` in the bundle dtype (0 on text, -30000 on padding); per layer `self_k_{i}`
+/// and `self_v_{i}` `[2, KV, F, d]` (K not transposed), `cross_k_{i}` and `cross_v_{i}`
+/// `[2, KVc, T, d]`. Outputs: `logits` float32 `[2, C, V]`, `present_k_{i}`/`present_v_{i}`
+/// (the caches, bound to the same buffers as the inputs: the kernel appends in place).
+pub fn build_decoder_step_fused(
+    b: &mut Builder,
+    w: &Weights,
+    cfg: &DiaConfig,
+    text_len: usize,
+    max_frames: usize,
+) -> Result<(), CheckpointError> {
+    let d = &cfg.decoder_config;
+    let c = d.num_channels;
+    let (t, f) = (text_len as i64, max_frames as i64);
+    let (kv, hd) = (d.num_key_value_heads as i64, d.head_dim as i64);
+    let (ckv, chd) = (d.cross_num_key_value_heads as i64, d.cross_head_dim as i64);
+
+    let tokens = b.input("tokens", DType::I64, &[PAIR, c as i64]);
+    let seqlens_k = b.input("step", DType::I32, &[PAIR]);
+    let cross_bias = b.input("cross_bias", w.dtype, &[PAIR, 1, 1, t]);
+    let mut caches = Vec::new();
+    for i in 0..d.num_hidden_layers {
+        let k = b.input(&format!("self_k_{i}"), w.dtype, &[PAIR, kv, f, hd]);
+        let vv = b.input(&format!("self_v_{i}"), w.dtype, &[PAIR, kv, f, hd]);
+        let ck = b.input(&format!("cross_k_{i}"), w.dtype, &[PAIR, ckv, t, chd]);
+        let cv = b.input(&format!("cross_v_{i}"), w.dtype, &[PAIR, ckv, t, chd]);
+        caches.push((k, vv, ck, cv));
+    }
+
+    let dec = w.pp("decoder");
+    let x = embeddings(b, &dec, cfg, &tokens, false)?;
+
+    let half = (d.head_dim / 2) as i64;
+    let (cos, sin) = rope::tables(max_frames, d.head_dim, d.rope_theta);
+    let step = FusedStep {
+        seqlens_k,
+        // The caches are shared past/present buffers of F slots: the kernel reads the real
+        // lengths from `seqlens_k`, and a constant here keeps the step CUDA-graph friendly.
+        total_len: b.initializer(
+            "decoder.rope.total_len",
+            DType::I32,
+            &[],
+            &(max_frames as i32).to_le_bytes(),
+        ),
+        cos: b.initializer(
+            "decoder.rope.cos",
+            w.dtype,
+            &[f, half],
+            &encode_f32(&cos, w.dtype),
+        ),
+        sin: b.initializer(
+            "decoder.rope.sin",
+            w.dtype,
+            &[f, half],
+            &encode_f32(&sin, w.dtype),
+        ),
+    };
+
+    // The residual stream is (x, pending): pending is added by the next fused skip-norm.
+    let zeros = b.initializer(
+        "decoder.residual.zero",
+        w.dtype,
+        &x.shape,
+        &vec![0u8; x.numel() as usize * w.dtype.size()],
+    );
+    let (mut x, mut pending) = (x, zeros);
+    let mut new_kv = Vec::new();
+    for (i, (k, vv, ck, cv)) in caches.iter().enumerate() {
+        let lw = dec.pp(format!("layers.{i}"));
+        let (nx, np, nk, nv) = b.scoped(lw.prefix(), |b| {
+            decoder_layer_fused(b, &lw, cfg, &step, &cross_bias, (&x, &pending), (k, vv), (ck, cv))
+        })?;
+        (x, pending) = (nx, np);
+        new_kv.push((nk, nv));
+    }
+
+    let norm = dec.norm_in_dtype(b, "norm", d.hidden_size)?;
+    let (h, _) = b.scoped("decoder.norm", |b| {
+        b.skip_simplified_layer_norm(&x, &pending, &norm, d.norm_eps)
+    });
+    let logits = logits(b, &dec, cfg, &h)?;
+    b.output(&logits, "logits");
+    for (i, (k, v)) in new_kv.iter().enumerate() {
+        b.output(k, &format!("present_k_{i}"));
+        b.output(v, &format!("present_v_{i}"));
     }
     Ok(())
 }

@@ -152,7 +152,7 @@ pub fn build_encoder(
     };
     for i in 0..d.num_hidden_layers {
         let cw = w.pp(format!("decoder.layers.{i}.cross_attention"));
-        let (k, v) = cross_kv(b, &cw, &states, heads)?;
+        let (k, v) = cross_kv(b, &cw, &states, heads, target != Target::Cuda)?;
         b.output_dyn(&k, &format!("cross_k_{i}"), dims);
         b.output_dyn(&v, &format!("cross_v_{i}"), dims);
     }

@@ -24,6 +24,7 @@
 pub mod attention;
 pub mod builder;
 pub mod checkpoint;
+pub mod contrib;
 pub mod dac;
 pub mod decoder;
 pub mod encoder;
@@ -49,6 +50,12 @@ pub enum Target {
     /// masks added as biases, no `ScatterElements`/`Expand`/`Less`/`Equal`; the step outputs
     /// only the new K/V row and the runtime writes it into the cache.
     CoreMl,
+    /// ONNX Runtime's CUDA provider: the decoder step is written with the fused contrib ops
+    /// (`GroupQueryAttention` with RoPE and the in-place cache append, `MultiHeadAttention`
+    /// for cross-attention, `SkipSimplifiedLayerNormalization` for each residual add and
+    /// RMSNorm), about a third of the portable step's kernels. K caches are `[B, KV, F, d]`
+    /// (not transposed). Runs on the CPU provider too, which is how it is tested.
+    Cuda,
 }
 
 impl Target {
@@ -56,6 +63,7 @@ impl Target {
         match self {
             Target::Portable => "portable",
             Target::CoreMl => "coreml",
+            Target::Cuda => "cuda",
         }
     }
 }

@@ -107,6 +107,18 @@ impl<'a> Weights<'a> {
         Ok(self.add(b, name, &t, DType::F32))
     }
 
+    /// An RMSNorm weight `[dim]` in the bundle's dtype, for fused norm kernels that take the
+    /// weight in their input's dtype (they still compute in float32).
+    pub fn norm_in_dtype(
+        &self,
+        b: &mut Builder,
+        name: &str,
+        dim: usize,
+    ) -> Result<Value, CheckpointError> {
+        let t = self.tensor(name, &[dim])?;
+        Ok(self.add(b, name, &t, self.dtype))
+    }
+
     /// A DenseGeneral kernel of nari shape `shape` whose first `n_in` dims are contracted,
     /// as a `[in, out]` matrix: `y = x · W.reshape(in, out)`.
     pub fn dense(

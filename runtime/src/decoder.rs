@@ -73,8 +73,56 @@ pub struct StepTimings {
 /// Device copies of the step's inputs and output (CUDA graph mode).
 struct GraphIo {
     tokens: Tensor<i64>,
-    step: Tensor<i64>,
+    step: DynTensor,
     logits: Tensor<f32>,
+}
+
+/// The step position input: int64 `[1]` (portable graphs) or int32 `[2]`, one per CFG row
+/// (cuda-target graphs: `GroupQueryAttention`'s `seqlens_k`).
+fn step_input(
+    alloc: &Allocator,
+    fused: bool,
+) -> Result<DynTensor, RuntimeError> {
+    Ok(if fused {
+        Tensor::<i32>::new(alloc, [2usize])?.upcast()
+    } else {
+        Tensor::<i64>::new(alloc, [1usize])?.upcast()
+    })
+}
+
+fn set_position(step: &mut DynTensor, position: usize) -> Result<(), RuntimeError> {
+    match *step.data_type() {
+        TensorElementType::Int32 => step
+            .try_extract_tensor_mut::<i32>()?
+            .1
+            .fill(position as i32),
+        _ => step
+            .try_extract_tensor_mut::<i64>()?
+            .1
+            .fill(position as i64),
+    }
+    Ok(())
+}
+
+/// `values` (float32) as a host tensor of the bundle's float dtype.
+fn float_tensor(
+    dtype: TensorElementType,
+    shape: Vec<usize>,
+    values: Vec<f32>,
+) -> Result<DynTensor, RuntimeError> {
+    Ok(match dtype {
+        TensorElementType::Float16 => Tensor::<half::f16>::from_array((
+            shape,
+            values.into_iter().map(half::f16::from_f32).collect::<Vec<_>>(),
+        ))?
+        .upcast(),
+        TensorElementType::Bfloat16 => Tensor::<half::bf16>::from_array((
+            shape,
+            values.into_iter().map(half::bf16::from_f32).collect::<Vec<_>>(),
+        ))?
+        .upcast(),
+        _ => Tensor::<f32>::from_array((shape, values))?.upcast(),
+    })
 }
 
 /// Writes a step's key (`[2, KV, d, 1]` into K `[2, KV, d, F]`, `transposed`) or value
@@ -131,7 +179,7 @@ pub struct Utterance<'m> {
     model: &'m DiaModel,
     binding: IoBinding,
     tokens: Tensor<i64>,
-    step: Tensor<i64>,
+    step: DynTensor,
     logits: Tensor<f32>,
     /// The self-attention cache, bound to the session as inputs and outputs.
     _cache: KvCache,
@@ -173,22 +221,22 @@ impl<'m> Utterance<'m> {
 
         let decoder = model.decoder_session();
         let cuda = model.provider() == ExecutionProvider::Cuda;
+        let fused = model.is_cuda_target();
         let place = Placement::new(&decoder, cuda)?;
         let alloc = Allocator::default();
         let mut binding = decoder.create_binding()?;
         let mut tokens = Tensor::<i64>::new(&alloc, [2usize, d.num_channels])?;
         tokens.extract_tensor_mut().1.fill(cfg.bos_token_id);
-        let mut step = Tensor::<i64>::new(&alloc, [1usize])?;
-        step.extract_tensor_mut().1[0] = 0;
-        let mask_t = place.upload(Tensor::<bool>::from_array(([2usize, t], mask))?.upcast())?;
-        let mut held = vec![mask_t.clone()];
+        let mut step = step_input(&alloc, fused)?;
+        set_position(&mut step, 0)?;
+        let mut held = Vec::new();
         let mut logits = Tensor::<f32>::new(&alloc, [2usize, d.num_channels, d.vocab_size])?;
         // A CUDA graph replays fixed device addresses: then the step's inputs and outputs live
         // on the GPU too, and each step copies the tokens and step index up and the logits down.
         let graph_io = match (model.cuda_graph(), place.device_allocator()) {
             (true, Some(dev)) => Some(GraphIo {
                 tokens: Tensor::<i64>::new(dev, [2usize, d.num_channels])?,
-                step: Tensor::<i64>::new(dev, [1usize])?,
+                step: step_input(dev, fused)?,
                 logits: Tensor::<f32>::new(dev, [2usize, d.num_channels, d.vocab_size])?,
             }),
             _ => None,
@@ -201,6 +249,7 @@ impl<'m> Utterance<'m> {
             d.num_key_value_heads,
             d.head_dim,
             m.max_frames,
+            !fused,
         )?;
         let coreml = model.is_coreml_target();
         match (&graph_io, coreml) {
@@ -239,13 +288,25 @@ impl<'m> Utterance<'m> {
                 rows: Vec::new(),
                 vocab: d.vocab_size as i64,
             });
+        } else if fused {
+            // 0 on text, the mask bias on padding, added to the scores by MultiHeadAttention.
+            let bias: Vec<f32> = mask
+                .iter()
+                .map(|&keep| if keep { 0.0 } else { MASK_BIAS })
+                .collect();
+            let bias = place.upload(float_tensor(dtype, vec![2, 1, 1, t], bias)?)?;
+            binding.bind_input("cross_bias", &bias)?;
+            held.push(bias);
         } else {
+            let mask_t = place.upload(Tensor::<bool>::from_array(([2usize, t], mask))?.upcast())?;
             binding.bind_input("cross_mask", &mask_t)?;
+            held.push(mask_t);
         }
         for (i, l) in cache.layers.iter_mut().enumerate() {
             binding.bind_input(format!("self_k_{i}"), &l.k)?;
             binding.bind_input(format!("self_v_{i}"), &l.v)?;
-            for (kind, transposed) in [("cross_k", true), ("cross_v", false)] {
+            // Portable graphs keep cross K transposed; the fused attention takes it as V is.
+            for (kind, transposed) in [("cross_k", !fused), ("cross_v", false)] {
                 let name = format!("{kind}_{i}");
                 let v = enc_out
                     .remove(&name)
@@ -309,7 +370,7 @@ impl<'m> Utterance<'m> {
             buf[..c].copy_from_slice(tokens);
             buf[c..].copy_from_slice(tokens);
         }
-        self.step.extract_tensor_mut().1[0] = position as i64;
+        set_position(&mut self.step, position)?;
         if let Some(rm) = self.rows_mode.as_mut() {
             let ids = rm.tokens.extract_tensor_mut().1;
             let c = tokens.len();

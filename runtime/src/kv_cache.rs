@@ -9,7 +9,7 @@
 
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::Session;
-use ort::value::{DynTensor, TensorElementType};
+use ort::value::{DynTensor, TensorElementType, TensorRefMut};
 
 use crate::error::RuntimeError;
 
@@ -50,8 +50,12 @@ impl Placement {
             None => Ok(host),
             Some(alloc) => {
                 let shape: Vec<i64> = host.shape().iter().copied().collect();
-                let mut dev = DynTensor::new(alloc, *host.data_type(), shape)?;
-                host.copy_into(&mut dev)?;
+                let mut dev = DynTensor::new(alloc, *host.data_type(), shape.clone())?;
+                if *host.data_type() == TensorElementType::Bfloat16 {
+                    copy_as_f16(&host, &mut dev, shape)?;
+                } else {
+                    host.copy_into(&mut dev)?;
+                }
                 Ok(dev)
             }
         }
@@ -69,6 +73,30 @@ impl Placement {
     }
 }
 
+/// Copies a bfloat16 tensor as float16 bits: ONNX Runtime copies between devices by running
+/// the `ort` crate's Identity model, whose opset has no bfloat16 Identity; the copy is bytes
+/// either way.
+fn copy_as_f16(host: &DynTensor, dev: &mut DynTensor, shape: Vec<i64>) -> Result<(), RuntimeError> {
+    let dst_ptr = dev.data_ptr_mut();
+    // SAFETY: both views cover exactly their tensor's buffer (same element count, 2-byte
+    // elements), live only inside this function while `host` and `dev` are borrowed, and the
+    // source view is only read.
+    unsafe {
+        let src = TensorRefMut::<half::f16>::from_raw(
+            host.memory_info().clone(),
+            host.data_ptr() as *mut _,
+            shape.clone().into(),
+        )?;
+        let dst = TensorRefMut::<half::f16>::from_raw(
+            dev.memory_info().clone(),
+            dst_ptr,
+            shape.into(),
+        )?;
+        src.copy_into(dst)?;
+    }
+    Ok(())
+}
+
 pub struct LayerCache {
     pub k: DynTensor,
     pub v: DynTensor,
@@ -80,7 +108,9 @@ pub struct KvCache {
 
 impl KvCache {
     /// Zeroed caches: slots past the current step are masked, but must hold finite values
-    /// (0 · NaN is NaN in the attention product).
+    /// (0 · NaN is NaN in the attention product). K is `[B, KV, d, F]` when `k_transposed`
+    /// (portable and coreml graphs), else `[B, KV, F, d]` like V (cuda-target graphs).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         place: &Placement,
         dtype: TensorElementType,
@@ -89,11 +119,17 @@ impl KvCache {
         kv_heads: usize,
         head_dim: usize,
         frames: usize,
+        k_transposed: bool,
     ) -> Result<Self, RuntimeError> {
+        let k_shape = if k_transposed {
+            [batch, kv_heads, head_dim, frames]
+        } else {
+            [batch, kv_heads, frames, head_dim]
+        };
         let layers = (0..layers)
             .map(|_| {
                 Ok(LayerCache {
-                    k: place.zeros(dtype, &[batch, kv_heads, head_dim, frames])?,
+                    k: place.zeros(dtype, &k_shape)?,
                     v: place.zeros(dtype, &[batch, kv_heads, frames, head_dim])?,
                 })
             })

@@ -169,6 +169,11 @@ impl DiaModel {
         self.manifest.target == "coreml"
     }
 
+    /// Whether the bundle was exported with `--target cuda` (fused attention kernels).
+    pub fn is_cuda_target(&self) -> bool {
+        self.manifest.target == "cuda"
+    }
+
     /// Whether the decoder step replays a captured CUDA graph.
     pub fn cuda_graph(&self) -> bool {
         self.cuda_graph

@@ -109,3 +109,75 @@ pub fn run(name: &str, args: &[&str]) -> Output {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
+
+/// Per-step max relative error of `model`'s logits against the reference's teacher-forced
+/// logits (`teacher_tokens.npy` fed step by step).
+pub fn teacher_forced_errors(model: &dia_run::DiaModel) -> Vec<f32> {
+    use ndarray::{Array2, Array4};
+    let steps: Array2<i64> = ndarray_npy::read_npy(reference("teacher_tokens.npy")).unwrap();
+    let want: Array4<f32> = ndarray_npy::read_npy(reference("teacher_logits.npy")).unwrap();
+    let text = texts()["teacher_text"].as_str().unwrap().to_string();
+    let tokens =
+        dia_run::tokenizer::encode_text(&text, model.manifest().max_text_len).unwrap();
+    let mut utt = dia_run::decoder::Utterance::new(model, &tokens).unwrap();
+    (0..steps.nrows())
+        .map(|t| {
+            let input: Vec<i64> = steps.row(t).iter().cloned().collect();
+            let got = utt.step(&input, t).unwrap();
+            let r: Vec<f32> = want
+                .index_axis(ndarray::Axis(0), t)
+                .iter()
+                .cloned()
+                .collect();
+            rel_err(got, &r)
+        })
+        .collect()
+}
+
+/// Runs every greedy case of the reference (long, natural EOS, voice prompt) through `model`
+/// and asserts the codes and EOS step equal the reference's token for token.
+pub fn assert_greedy_cases(model: &dia_run::DiaModel, label: &str) {
+    use dia_run::delay::Frames;
+    use dia_run::GenerateOptions;
+    use ndarray::Array2;
+    let t = texts();
+    let cases = t["greedy"].as_array().unwrap();
+    assert!(
+        cases.len() >= 3,
+        "need the long, the EOS and the voice-prompt case"
+    );
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let want: Array2<i64> =
+            ndarray_npy::read_npy(reference(&format!("greedy_{name}.npy"))).unwrap();
+        let opts = GenerateOptions {
+            max_tokens: Some(case["max_tokens"].as_u64().unwrap() as usize),
+            cfg_scale: case["cfg_scale"].as_f64().unwrap() as f32,
+            temperature: case["temperature"].as_f64().unwrap() as f32,
+            top_p: case["top_p"].as_f64().unwrap() as f32,
+            cfg_filter_top_k: case["cfg_filter_top_k"].as_u64().unwrap() as usize,
+            seed: Some(0),
+            // The voice-prompt case: prompt codes prefilled behind BOS, as the reference's
+            // `generate(audio_prompt=codes)`.
+            audio_prompt: case["prompt_codes"].as_str().map(|f| {
+                let p: Array2<i64> = ndarray_npy::read_npy(reference(f)).unwrap();
+                Frames {
+                    channels: p.ncols(),
+                    data: p.iter().cloned().collect(),
+                }
+            }),
+            ignore_eos: false,
+        };
+        let gen = model
+            .generate(case["text"].as_str().unwrap(), &opts, |_| {})
+            .unwrap();
+        assert_eq!(gen.codes.channels, want.ncols());
+        assert_eq!(gen.codes.len(), want.nrows(), "{label}/{name}: frame count");
+        for (f, row) in want.rows().into_iter().enumerate() {
+            let w: Vec<i64> = row.iter().cloned().collect();
+            assert_eq!(gen.codes.row(f), &w[..], "{label}/{name}: frame {f}");
+        }
+        let eos = case["eos_step"].as_u64().map(|s| s as usize);
+        assert_eq!(gen.eos_step, eos, "{label}/{name}: EOS step");
+    }
+}

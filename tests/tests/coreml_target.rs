@@ -6,12 +6,10 @@ use std::path::PathBuf;
 use dia_export::coreml_check::check_bundle;
 use dia_export::{export, ExportOptions};
 use dia_graphs::{DType, Target};
-use dia_run::decoder::Utterance;
-use dia_run::tokenizer::encode_text;
-use dia_run::{DiaModel, GenerateOptions, ModelOptions};
-use dia_tests::{fixtures, reference, rel_err, run, scratch, stderr, texts};
-use ndarray::{Array2, Array4};
-use ndarray_npy::read_npy;
+use dia_run::{DiaModel, ModelOptions};
+use dia_tests::{
+    assert_greedy_cases, fixtures, rel_err, run, scratch, stderr, teacher_forced_errors,
+};
 
 fn coreml_bundle(dtype: DType) -> PathBuf {
     coreml_bundle_with(dtype, None)
@@ -65,59 +63,19 @@ fn coreml_graphs_compute_the_reference_model() {
     // float32 Core ML graphs on the CPU provider: the reference's logits and greedy codes.
     let model = DiaModel::load(&coreml_bundle(DType::F32), &ModelOptions::default()).unwrap();
     assert!(model.is_coreml_target());
-    let steps: Array2<i64> = read_npy(reference("teacher_tokens.npy")).unwrap();
-    let want: Array4<f32> = read_npy(reference("teacher_logits.npy")).unwrap();
-    let t = texts();
-    let tokens = encode_text(t["teacher_text"].as_str().unwrap(), 64).unwrap();
-    let mut utt = Utterance::new(&model, &tokens).unwrap();
-    for s in 0..steps.nrows() {
-        let input: Vec<i64> = steps.row(s).iter().cloned().collect();
-        let got = utt.step(&input, s).unwrap();
-        let r: Vec<f32> = want
-            .index_axis(ndarray::Axis(0), s)
-            .iter()
-            .cloned()
-            .collect();
-        let e = rel_err(got, &r);
-        assert!(e < 1e-4, "step {s}: {e:e}");
+    for (s, e) in teacher_forced_errors(&model).iter().enumerate() {
+        assert!(*e < 1e-4, "step {s}: {e:e}");
     }
-    for case in t["greedy"].as_array().unwrap() {
-        if case["prompt_codes"].is_string() {
-            continue;
-        }
-        let name = case["name"].as_str().unwrap();
-        let want: Array2<i64> = read_npy(reference(&format!("greedy_{name}.npy"))).unwrap();
-        let opts = GenerateOptions {
-            max_tokens: Some(case["max_tokens"].as_u64().unwrap() as usize),
-            temperature: 0.0,
-            ..GenerateOptions::default()
-        };
-        let g = model
-            .generate(case["text"].as_str().unwrap(), &opts, |_| {})
-            .unwrap();
-        let w: Vec<i64> = want.iter().cloned().collect();
-        assert_eq!(g.codes.data, w, "{name}");
-    }
+    assert_greedy_cases(&model, "coreml-f32");
 }
 
 #[test]
 fn coreml_float16_stays_close_to_the_reference() {
     let model = DiaModel::load(&coreml_bundle(DType::F16), &ModelOptions::default()).unwrap();
-    let steps: Array2<i64> = read_npy(reference("teacher_tokens.npy")).unwrap();
-    let want: Array4<f32> = read_npy(reference("teacher_logits.npy")).unwrap();
-    let tokens = encode_text(texts()["teacher_text"].as_str().unwrap(), 64).unwrap();
-    let mut utt = Utterance::new(&model, &tokens).unwrap();
-    let mut worst = 0f32;
-    for s in 0..steps.nrows() {
-        let input: Vec<i64> = steps.row(s).iter().cloned().collect();
-        let got = utt.step(&input, s).unwrap();
-        let r: Vec<f32> = want
-            .index_axis(ndarray::Axis(0), s)
-            .iter()
-            .cloned()
-            .collect();
-        worst = worst.max(rel_err(got, &r));
-    }
+    let worst = teacher_forced_errors(&model)
+        .iter()
+        .cloned()
+        .fold(0f32, f32::max);
     eprintln!("coreml float16 vs reference: max rel logit err {worst:.5}");
     // Measured 0.0032 (benchmarks/coreml.md); float16 rounding, not a wiring error (near 1).
     assert!(worst < 0.02, "{worst}");

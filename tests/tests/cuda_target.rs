@@ -1,0 +1,89 @@
+//! `dia-export --target cuda`: the decoder step written with ONNX Runtime's fused contrib
+//! kernels (GroupQueryAttention, MultiHeadAttention, SkipSimplifiedLayerNormalization). The
+//! GPU figures are in benchmarks/gpu.md; here the same graphs run on the CPU provider, whose
+//! kernels compute the same functions, against the reference.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use dia_export::{export, ExportOptions};
+use dia_graphs::onnx::ModelProto;
+use dia_graphs::{DType, Target};
+use dia_run::{DiaModel, ModelOptions};
+use dia_tests::{assert_greedy_cases, bundle, fixtures, scratch, teacher_forced_errors};
+use prost::Message;
+
+fn cuda_bundle(dtype: DType) -> PathBuf {
+    // Tests run in parallel: export each bundle once.
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let out = scratch().join(format!("bundle-cuda-{}", dtype.name()));
+    if !out.join("manifest.json").is_file() {
+        export(&ExportOptions {
+            checkpoint: fixtures().join("tiny-nari"),
+            out: out.clone(),
+            dtype,
+            max_text_len: None,
+            max_frames: None,
+            dac: None,
+            quantize: None,
+            target: Target::Cuda,
+        })
+        .unwrap();
+    }
+    out
+}
+
+fn op_counts(bundle: &std::path::Path) -> HashMap<String, usize> {
+    let bytes = std::fs::read(bundle.join("decoder_step.onnx")).unwrap();
+    let model = ModelProto::decode(bytes.as_slice()).unwrap();
+    let mut counts = HashMap::new();
+    for n in model.graph.unwrap().node {
+        *counts.entry(n.op_type).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[test]
+fn cuda_step_is_written_with_the_fused_kernels() {
+    let layers = 2; // the tiny fixture's decoder
+    let fused = op_counts(&cuda_bundle(DType::F16));
+    assert_eq!(fused["GroupQueryAttention"], layers);
+    assert_eq!(fused["MultiHeadAttention"], layers);
+    // Three per layer (each residual add with the next norm) and the final norm.
+    assert_eq!(fused["SkipSimplifiedLayerNormalization"], 3 * layers + 1);
+    for gone in ["ScatterElements", "Softmax", "Where", "Pow", "Concat"] {
+        assert!(!fused.contains_key(gone), "{gone} left in the fused step");
+    }
+    let portable = op_counts(&bundle("tiny-nari"));
+    let (n_fused, n_portable): (usize, usize) = (fused.values().sum(), portable.values().sum());
+    eprintln!("decoder step nodes: cuda target {n_fused}, portable {n_portable}");
+    assert!(
+        n_fused * 2 < n_portable,
+        "{n_fused} nodes is not well under the portable step's {n_portable}"
+    );
+}
+
+#[test]
+fn cuda_graphs_compute_the_reference_model() {
+    // float32 on the CPU provider: the reference's logits and greedy codes (EOS and voice
+    // prompt included), token for token.
+    let model = DiaModel::load(&cuda_bundle(DType::F32), &ModelOptions::default()).unwrap();
+    assert!(model.is_cuda_target());
+    let errs = teacher_forced_errors(&model);
+    let worst = errs.iter().cloned().fold(0f32, f32::max);
+    eprintln!("cuda target float32 vs reference: max rel logit err {worst:e}");
+    assert!(worst < 1e-4, "{worst}");
+    assert_greedy_cases(&model, "cuda-f32");
+}
+
+#[test]
+fn cuda_float16_stays_close_to_the_reference() {
+    let model = DiaModel::load(&cuda_bundle(DType::F16), &ModelOptions::default()).unwrap();
+    let errs = teacher_forced_errors(&model);
+    let worst = errs.iter().cloned().fold(0f32, f32::max);
+    eprintln!("cuda target float16 vs reference: max rel logit err {worst:.5}");
+    // float16 rounding (the portable float16 bundle measures about the same), not a wiring
+    // error, which is of order 1.
+    assert!(worst < 0.02, "{worst}");
+}
