@@ -65,6 +65,26 @@ impl Builder {
         (y, outs.nth(2).unwrap())
     }
 
+    /// ONNX Runtime's `SimplifiedLayerNormalization` (RMSNorm; registered in the default
+    /// domain): `x / rms(x) * gamma` over the last axis, statistics in float32, output in `x`'s
+    /// dtype. Written explicitly because ONNX Runtime's own fusion of the float32 pattern
+    /// yields a bfloat16-in/float32-out kernel the CUDA provider does not have.
+    pub fn simplified_layer_norm(&mut self, x: &Value, gamma: &Value, eps: f64) -> Value {
+        assert_eq!(x.dtype, gamma.dtype, "SimplifiedLayerNormalization: x/gamma dtype");
+        let outs = self.node_opt(
+            "SimplifiedLayerNormalization",
+            "",
+            &[Some(x), Some(gamma)],
+            vec![
+                attr_int("axis", -1),
+                attr_float("epsilon", eps as f32),
+                attr_int("stash_type", 1),
+            ],
+            vec![(x.dtype, x.shape.clone())],
+        );
+        outs.into_iter().next().unwrap()
+    }
+
     /// `GroupQueryAttention` for one decode step over a fixed-size cache shared by the past and
     /// present (bind the same buffer to both): `qkv` `[B, 1, (H + 2·KV)·d]` packed, caches
     /// `[B, KV, F, d]`, `seqlens_k` int32 `[B]` = the number of filled slots (this step's

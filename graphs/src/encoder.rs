@@ -26,6 +26,28 @@ use crate::Target;
 /// Rows of the CFG pair: unconditional, conditional.
 pub const PAIR: i64 = 2;
 
+/// RMSNorm of `x` cast to the bundle dtype: the float32 pattern (which ONNX Runtime fuses),
+/// or for the cuda target the fused kernel written out, weight in the bundle dtype.
+fn norm(
+    b: &mut Builder,
+    w: &Weights,
+    name: &str,
+    x: &Value,
+    eps: f64,
+    target: Target,
+) -> Result<Value, CheckpointError> {
+    let dim = *x.shape.last().unwrap() as usize;
+    if target == Target::Cuda {
+        let g = w.norm_in_dtype(b, name, dim)?;
+        Ok(b.scoped("rms_norm", |b| b.simplified_layer_norm(x, &g, eps)))
+    } else {
+        let g = w.norm(b, name, dim)?;
+        let h = rms_norm(b, &g, x, eps);
+        Ok(b.cast(&h, w.dtype))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn encoder_layer(
     b: &mut Builder,
     w: &Weights,
@@ -34,6 +56,7 @@ fn encoder_layer(
     keep: &Mask,
     cos: &Value,
     sin: &Value,
+    target: Target,
 ) -> Result<Value, CheckpointError> {
     let e = &cfg.encoder_config;
     let heads = Heads {
@@ -41,16 +64,11 @@ fn encoder_layer(
         kv: e.num_key_value_heads,
         dim: e.head_dim,
     };
-    let pre_sa = w.norm(b, "pre_sa_norm", e.hidden_size)?;
-    let post_sa = w.norm(b, "post_sa_norm", e.hidden_size)?;
-
-    let h = rms_norm(b, &pre_sa, x, e.norm_eps);
-    let h = b.cast(&h, w.dtype);
+    let h = norm(b, w, "pre_sa_norm", x, e.norm_eps, target)?;
     let sa = self_attention_full(b, &w.pp("self_attention"), &h, keep, cos, sin, heads)?;
     let x = b.add(x, &sa);
 
-    let h = rms_norm(b, &post_sa, &x, e.norm_eps);
-    let h = b.cast(&h, w.dtype);
+    let h = norm(b, w, "post_sa_norm", &x, e.norm_eps, target)?;
     let m = mlp(b, &w.pp("mlp"), &h, e.hidden_size, e.intermediate_size)?;
     Ok(b.add(&x, &m))
 }
@@ -137,13 +155,27 @@ pub fn build_encoder(
     for i in 0..e.num_hidden_layers {
         let lw = enc.pp(format!("layers.{i}"));
         x = b.scoped(lw.prefix(), |b| {
-            encoder_layer(b, &lw, cfg, &x, &keep, &cos, &sin)
+            encoder_layer(b, &lw, cfg, &x, &keep, &cos, &sin, target)
         })?;
     }
-    let norm = enc.norm(b, "norm", e.hidden_size)?;
-    let states = b.scoped("encoder.norm", |b| rms_norm(b, &norm, &x, e.norm_eps));
-    let states = b.output_dyn(&states, "encoder_states", dims);
-    let states = b.cast(&states, w.dtype);
+    // The states leave in float32 (the reference's encoder output) and feed the cross K/V
+    // projections in the bundle dtype.
+    let states = if target == Target::Cuda {
+        let s = b.scoped("encoder", |b| norm(b, &enc, "norm", &x, e.norm_eps, target))?;
+        let f = b.cast(&s, DType::F32);
+        let f = b.output_dyn(&f, "encoder_states", dims);
+        // (a float32 bundle's states are the output itself, now under its output name)
+        if w.dtype == DType::F32 {
+            f
+        } else {
+            s
+        }
+    } else {
+        let g = enc.norm(b, "norm", e.hidden_size)?;
+        let s = b.scoped("encoder.norm", |b| rms_norm(b, &g, &x, e.norm_eps));
+        let s = b.output_dyn(&s, "encoder_states", dims);
+        b.cast(&s, w.dtype)
+    };
 
     let heads = Heads {
         q: d.cross_num_attention_heads,

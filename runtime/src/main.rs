@@ -71,6 +71,10 @@ struct Args {
     /// Intra-op threads for ONNX Runtime (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Write ONNX Runtime's per-node profile of the decoder step to PREFIX_<time>.json
+    /// (summarise it with scripts/ort_profile_summary.py).
+    #[arg(long, value_name = "PREFIX")]
+    ort_profile: Option<PathBuf>,
     /// No progress bar and no summary line.
     #[arg(long)]
     quiet: bool,
@@ -157,6 +161,7 @@ fn main() -> Result<()> {
             cuda_graph: args.cuda_graph,
             coreml_units: args.coreml_units,
             coreml_cache_dir: None,
+            profile: args.ort_profile.clone(),
         },
     )?;
     for w in model.warnings() {

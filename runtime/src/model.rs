@@ -29,6 +29,9 @@ pub struct ModelOptions {
     pub coreml_units: providers::CoreMlUnits,
     /// CoreML only: compiled-model cache directory (default: `coreml-cache/` in the bundle).
     pub coreml_cache_dir: Option<PathBuf>,
+    /// Profile the decoder step with ONNX Runtime's profiler into `<prefix>_<time>.json`
+    /// (written when the model is dropped).
+    pub profile: Option<PathBuf>,
 }
 
 pub struct DiaModel {
@@ -82,6 +85,9 @@ fn open_session(
         .map_err(ort::Error::from)?;
     if let Some(n) = opts.threads {
         b = b.with_intra_threads(n).map_err(ort::Error::from)?;
+    }
+    if let (Some(prefix), "decoder_step") = (&opts.profile, name) {
+        b = b.with_profiling(prefix).map_err(ort::Error::from)?;
     }
     let popts = providers::ProviderOptions {
         cuda_graph: opts.cuda_graph && name == "decoder_step",
