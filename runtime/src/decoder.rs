@@ -3,6 +3,11 @@
 //! only writes the new tokens and step index, runs, and reads the logits. With the CUDA
 //! provider the cache and cross K/V live on the GPU; only tokens, the step index (in) and the
 //! logits (out) cross to the host each step.
+//!
+//! A captured CUDA graph replays the device addresses it was captured with, so in CUDA-graph
+//! mode (or with `ModelOptions::reuse_state`) the model keeps one [`StepState`] for its
+//! lifetime and each utterance writes its cross K/V and mask into those same buffers
+//! (utterances then take turns). Otherwise each utterance allocates its own.
 
 use std::fmt::Debug;
 
@@ -70,8 +75,11 @@ pub struct StepTimings {
     pub steps: usize,
 }
 
-/// Device copies of the step's inputs and output (CUDA graph mode).
-struct GraphIo {
+/// Device copies of the step's inputs and output, when the step runs on a GPU: ONNX Runtime
+/// copies a host input to the device when it is bound, not when the step runs, so per-step
+/// inputs must be device buffers the runtime copies into (and a CUDA graph needs them at fixed
+/// addresses anyway).
+struct DeviceIo {
     tokens: Tensor<i64>,
     step: DynTensor,
     logits: Tensor<f32>,
@@ -175,31 +183,219 @@ struct RowsMode {
     vocab: i64,
 }
 
-pub struct Utterance<'m> {
-    model: &'m DiaModel,
+/// Everything bound to the decoder-step session for an utterance: the cache, cross K/V and
+/// mask, and the per-step inputs and output.
+pub(crate) struct StepState {
     binding: IoBinding,
     tokens: Tensor<i64>,
     step: DynTensor,
     logits: Tensor<f32>,
-    /// The self-attention cache, bound to the session as inputs and outputs.
-    _cache: KvCache,
-    /// Cross K/V and mask, kept alive for the binding.
-    _held: Vec<DynTensor>,
-    /// Device-side step inputs/outputs when the step replays a CUDA graph.
-    graph_io: Option<GraphIo>,
-    /// Set for `--target coreml` bundles.
+    cache: KvCache,
+    /// Cross K, cross V per layer (in that order), then the cross mask or bias.
+    cross: Vec<DynTensor>,
+    device_io: Option<DeviceIo>,
     rows_mode: Option<RowsMode>,
+    place: Placement,
+}
+
+/// The cross mask (portable), or the additive bias (coreml `[2, T]` float32, cuda
+/// `[2, 1, 1, T]` in the bundle dtype) for a text of `len` tokens padded to `t`.
+fn cross_mask(
+    model: &DiaModel,
+    dtype: TensorElementType,
+    len: usize,
+    t: usize,
+) -> Result<DynTensor, RuntimeError> {
+    let keep = |i: usize| i % t < len;
+    let bias = |i: usize| if keep(i) { 0.0 } else { MASK_BIAS };
+    Ok(if model.is_coreml_target() {
+        Tensor::<f32>::from_array(([2usize, t], (0..2 * t).map(bias).collect::<Vec<_>>()))?
+            .upcast()
+    } else if model.is_cuda_target() {
+        float_tensor(dtype, vec![2, 1, 1, t], (0..2 * t).map(bias).collect())?
+    } else {
+        Tensor::<bool>::from_array(([2usize, t], (0..2 * t).map(keep).collect::<Vec<_>>()))?
+            .upcast()
+    })
+}
+
+/// The encoder's cross K/V of every layer padded to `t` (host tensors, K then V per layer).
+fn padded_cross(
+    model: &DiaModel,
+    enc_out: &mut std::collections::HashMap<String, DynValue>,
+    dtype: TensorElementType,
+    t: usize,
+) -> Result<Vec<DynTensor>, RuntimeError> {
+    // Portable and coreml graphs keep cross K transposed; the fused attention takes it as V is.
+    let k_transposed = !model.is_cuda_target();
+    let layers = model.config().decoder_config.num_hidden_layers;
+    let mut out = Vec::with_capacity(2 * layers + 1);
+    for i in 0..layers {
+        for (kind, transposed) in [("cross_k", k_transposed), ("cross_v", false)] {
+            let name = format!("{kind}_{i}");
+            let v = enc_out
+                .remove(&name)
+                .ok_or_else(|| RuntimeError::GraphMismatch {
+                    graph: "encoder".into(),
+                    kind: "output",
+                    name: name.clone(),
+                })?;
+            out.push(pad_cross(&v, dtype, t, transposed)?);
+        }
+    }
+    Ok(out)
+}
+
+impl StepState {
+    /// Allocates the state (on the GPU with the CUDA provider) around this utterance's cross
+    /// K/V and mask (host tensors, uploaded here) and binds it all to the step session.
+    fn new(model: &DiaModel, host_cross: Vec<DynTensor>) -> Result<Self, RuntimeError> {
+        let m = model.manifest();
+        let cfg = &m.config;
+        let d = &cfg.decoder_config;
+        let dtype = element_type(&m.dtype)?;
+        let fused = model.is_cuda_target();
+        let coreml = model.is_coreml_target();
+        let decoder = model.decoder_session();
+        let cuda = model.provider() == ExecutionProvider::Cuda;
+        let place = Placement::new(&decoder, cuda)?;
+        let alloc = Allocator::default();
+        let mut binding = decoder.create_binding()?;
+
+        let mut tokens = Tensor::<i64>::new(&alloc, [2usize, d.num_channels])?;
+        tokens.extract_tensor_mut().1.fill(cfg.bos_token_id);
+        let mut step = step_input(&alloc, fused)?;
+        set_position(&mut step, 0)?;
+        let mut logits = Tensor::<f32>::new(&alloc, [2usize, d.num_channels, d.vocab_size])?;
+        let mut device_io = match place.device_allocator() {
+            Some(dev) => Some(DeviceIo {
+                tokens: Tensor::<i64>::new(dev, [2usize, d.num_channels])?,
+                step: step_input(dev, fused)?,
+                logits: Tensor::<f32>::new(dev, [2usize, d.num_channels, d.vocab_size])?,
+            }),
+            None => None,
+        };
+        let mut cache = KvCache::new(
+            &place,
+            dtype,
+            d.num_hidden_layers,
+            2,
+            d.num_key_value_heads,
+            d.head_dim,
+            m.max_frames,
+            !fused,
+        )?;
+        let cross = host_cross
+            .into_iter()
+            .map(|h| place.upload(h))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mask_name = if fused || coreml {
+            "cross_bias"
+        } else {
+            "cross_mask"
+        };
+        binding.bind_input(mask_name, cross.last().expect("the mask"))?;
+
+        let mut rows_mode = None;
+        if coreml {
+            let mut tok32 = Tensor::<i32>::new(&alloc, [2usize, d.num_channels])?;
+            tok32.extract_tensor_mut().1.fill(0);
+            let mut step32 = Tensor::<i32>::new(&alloc, [1usize])?;
+            step32.extract_tensor_mut().1[0] = 0;
+            let mut self_bias = Tensor::<f32>::new(&alloc, [m.max_frames])?;
+            self_bias.extract_tensor_mut().1.fill(MASK_BIAS);
+            binding.bind_input("tokens", &tok32)?;
+            binding.bind_input("step", &step32)?;
+            binding.bind_input("self_bias", &self_bias)?;
+            rows_mode = Some(RowsMode {
+                tokens: tok32,
+                step: step32,
+                self_bias,
+                rows: Vec::new(),
+                vocab: d.vocab_size as i64,
+            });
+        } else if let Some(io) = &device_io {
+            binding.bind_input("tokens", &io.tokens)?;
+            binding.bind_input("step", &io.step)?;
+        } else {
+            binding.bind_input("tokens", &tokens)?;
+            binding.bind_input("step", &step)?;
+        }
+        for (i, l) in cache.layers.iter_mut().enumerate() {
+            binding.bind_input(format!("self_k_{i}"), &l.k)?;
+            binding.bind_input(format!("self_v_{i}"), &l.v)?;
+            binding.bind_input(format!("cross_k_{i}"), &cross[2 * i])?;
+            binding.bind_input(format!("cross_v_{i}"), &cross[2 * i + 1])?;
+            if let Some(rm) = rows_mode.as_mut() {
+                // Core ML graphs return the new rows; the runtime writes them after the step.
+                let kd: Vec<i64> = l.k.shape().iter().copied().collect();
+                let vd: Vec<i64> = l.v.shape().iter().copied().collect();
+                let mut nk = DynTensor::new(&alloc, dtype, vec![kd[0], kd[1], kd[2], 1])?;
+                let mut nv = DynTensor::new(&alloc, dtype, vec![vd[0], vd[1], 1, vd[3]])?;
+                binding.bind_output(format!("new_k_{i}"), &mut nk)?;
+                binding.bind_output(format!("new_v_{i}"), &mut nv)?;
+                rm.rows.push((nk, nv));
+            } else {
+                // The same buffers as outputs: the step writes its slot in place.
+                binding.bind_output(format!("present_k_{i}"), &mut l.k)?;
+                binding.bind_output(format!("present_v_{i}"), &mut l.v)?;
+            }
+        }
+        match device_io.as_mut() {
+            Some(io) => binding.bind_output("logits", &mut io.logits)?,
+            None => binding.bind_output("logits", &mut logits)?,
+        }
+        drop(decoder);
+        Ok(Self {
+            binding,
+            tokens,
+            step,
+            logits,
+            cache,
+            cross,
+            device_io,
+            rows_mode,
+            place,
+        })
+    }
+
+    /// Writes a new utterance's cross K/V and mask into the bound buffers. The cache is not
+    /// cleared: every step attends only the slots it has written (stale slots are masked).
+    fn refill(&mut self, host_cross: Vec<DynTensor>) -> Result<(), RuntimeError> {
+        for (dst, src) in self.cross.iter_mut().zip(host_cross) {
+            self.place.upload_into(&src, dst)?;
+        }
+        Ok(())
+    }
+}
+
+/// An utterance's state: its own, or the model's shared one.
+enum StateRef<'m> {
+    Owned(Box<StepState>),
+    Shared(std::sync::MutexGuard<'m, Option<StepState>>),
+}
+
+impl StateRef<'_> {
+    fn get(&mut self) -> &mut StepState {
+        match self {
+            StateRef::Owned(s) => s,
+            StateRef::Shared(g) => g.as_mut().expect("set before use"),
+        }
+    }
+}
+
+pub struct Utterance<'m> {
+    model: &'m DiaModel,
+    state: StateRef<'m>,
     pub timings: StepTimings,
     max_frames: usize,
 }
 
 impl<'m> Utterance<'m> {
     /// Runs the encoder on the CFG pair for `text` (conditional tokens, unpadded) and prepares
-    /// a fresh decoder state.
+    /// the decoder state.
     pub fn new(model: &'m DiaModel, text: &[i64]) -> Result<Self, RuntimeError> {
         let m = model.manifest();
-        let cfg = &m.config;
-        let d = &cfg.decoder_config;
         let t = m.max_text_len;
         if text.len() > t {
             return Err(RuntimeError::TextTooLong {
@@ -215,141 +411,22 @@ impl<'m> Utterance<'m> {
         let mut tok = vec![0i64; 2 * len];
         tok[len..].copy_from_slice(text);
         let mut enc_out = model.run_encoder(tok, vec![true; 2 * len])?;
-        let mut mask = vec![false; 2 * t];
-        mask[..len].fill(true);
-        mask[t..t + len].fill(true);
+        let mut host = padded_cross(model, &mut enc_out, dtype, t)?;
+        host.push(cross_mask(model, dtype, len, t)?);
 
-        let decoder = model.decoder_session();
-        let cuda = model.provider() == ExecutionProvider::Cuda;
-        let fused = model.is_cuda_target();
-        let place = Placement::new(&decoder, cuda)?;
-        let alloc = Allocator::default();
-        let mut binding = decoder.create_binding()?;
-        let mut tokens = Tensor::<i64>::new(&alloc, [2usize, d.num_channels])?;
-        tokens.extract_tensor_mut().1.fill(cfg.bos_token_id);
-        let mut step = step_input(&alloc, fused)?;
-        set_position(&mut step, 0)?;
-        let mut held = Vec::new();
-        let mut logits = Tensor::<f32>::new(&alloc, [2usize, d.num_channels, d.vocab_size])?;
-        // A CUDA graph replays fixed device addresses: then the step's inputs and outputs live
-        // on the GPU too, and each step copies the tokens and step index up and the logits down.
-        let graph_io = match (model.cuda_graph(), place.device_allocator()) {
-            (true, Some(dev)) => Some(GraphIo {
-                tokens: Tensor::<i64>::new(dev, [2usize, d.num_channels])?,
-                step: step_input(dev, fused)?,
-                logits: Tensor::<f32>::new(dev, [2usize, d.num_channels, d.vocab_size])?,
-            }),
-            _ => None,
-        };
-        let mut cache = KvCache::new(
-            &place,
-            dtype,
-            d.num_hidden_layers,
-            2,
-            d.num_key_value_heads,
-            d.head_dim,
-            m.max_frames,
-            !fused,
-        )?;
-        let coreml = model.is_coreml_target();
-        match (&graph_io, coreml) {
-            (_, true) => {}
-            (Some(g), false) => {
-                binding.bind_input("tokens", &g.tokens)?;
-                binding.bind_input("step", &g.step)?;
+        let state = if model.reuse_state() {
+            let mut shared = model.graph_state();
+            match shared.as_mut() {
+                Some(s) => s.refill(host)?,
+                None => *shared = Some(StepState::new(model, host)?),
             }
-            (None, false) => {
-                binding.bind_input("tokens", &tokens)?;
-                binding.bind_input("step", &step)?;
-            }
-        }
-        let mut rows_mode = None;
-        if coreml {
-            let mut tok32 = Tensor::<i32>::new(&alloc, [2usize, d.num_channels])?;
-            tok32.extract_tensor_mut().1.fill(0);
-            let mut step32 = Tensor::<i32>::new(&alloc, [1usize])?;
-            step32.extract_tensor_mut().1[0] = 0;
-            let mut self_bias = Tensor::<f32>::new(&alloc, [m.max_frames])?;
-            self_bias.extract_tensor_mut().1.fill(MASK_BIAS);
-            // 0 on text, the mask bias on padding.
-            let cross: Vec<f32> = (0..2 * t)
-                .map(|i| if i % t < len { 0.0 } else { MASK_BIAS })
-                .collect();
-            let cross_bias = Tensor::<f32>::from_array(([2usize, t], cross))?.upcast();
-            binding.bind_input("tokens", &tok32)?;
-            binding.bind_input("step", &step32)?;
-            binding.bind_input("self_bias", &self_bias)?;
-            binding.bind_input("cross_bias", &cross_bias)?;
-            held.push(cross_bias);
-            rows_mode = Some(RowsMode {
-                tokens: tok32,
-                step: step32,
-                self_bias,
-                rows: Vec::new(),
-                vocab: d.vocab_size as i64,
-            });
-        } else if fused {
-            // 0 on text, the mask bias on padding, added to the scores by MultiHeadAttention.
-            let bias: Vec<f32> = mask
-                .iter()
-                .map(|&keep| if keep { 0.0 } else { MASK_BIAS })
-                .collect();
-            let bias = place.upload(float_tensor(dtype, vec![2, 1, 1, t], bias)?)?;
-            binding.bind_input("cross_bias", &bias)?;
-            held.push(bias);
+            StateRef::Shared(shared)
         } else {
-            let mask_t = place.upload(Tensor::<bool>::from_array(([2usize, t], mask))?.upcast())?;
-            binding.bind_input("cross_mask", &mask_t)?;
-            held.push(mask_t);
-        }
-        for (i, l) in cache.layers.iter_mut().enumerate() {
-            binding.bind_input(format!("self_k_{i}"), &l.k)?;
-            binding.bind_input(format!("self_v_{i}"), &l.v)?;
-            // Portable graphs keep cross K transposed; the fused attention takes it as V is.
-            for (kind, transposed) in [("cross_k", !fused), ("cross_v", false)] {
-                let name = format!("{kind}_{i}");
-                let v = enc_out
-                    .remove(&name)
-                    .ok_or_else(|| RuntimeError::GraphMismatch {
-                        graph: "encoder".into(),
-                        kind: "output",
-                        name: name.clone(),
-                    })?;
-                let padded = place.upload(pad_cross(&v, dtype, t, transposed)?)?;
-                binding.bind_input(&name, &padded)?;
-                held.push(padded);
-            }
-            if let Some(rm) = rows_mode.as_mut() {
-                // Core ML graphs return the new rows; the runtime writes them after the step.
-                let kd: Vec<i64> = l.k.shape().iter().copied().collect();
-                let vd: Vec<i64> = l.v.shape().iter().copied().collect();
-                let mut nk = DynTensor::new(&alloc, dtype, vec![kd[0], kd[1], kd[2], 1])?;
-                let mut nv = DynTensor::new(&alloc, dtype, vec![vd[0], vd[1], 1, vd[3]])?;
-                binding.bind_output(format!("new_k_{i}"), &mut nk)?;
-                binding.bind_output(format!("new_v_{i}"), &mut nv)?;
-                rm.rows.push((nk, nv));
-            } else {
-                // The same buffers as outputs: the step's scatter writes its slot in place.
-                binding.bind_output(format!("present_k_{i}"), &mut l.k)?;
-                binding.bind_output(format!("present_v_{i}"), &mut l.v)?;
-            }
-        }
-        let mut graph_io = graph_io;
-        match graph_io.as_mut() {
-            Some(g) => binding.bind_output("logits", &mut g.logits)?,
-            None => binding.bind_output("logits", &mut logits)?,
-        }
-        drop(decoder);
+            StateRef::Owned(Box::new(StepState::new(model, host)?))
+        };
         Ok(Self {
             model,
-            binding,
-            tokens,
-            step,
-            logits,
-            _cache: cache,
-            _held: held,
-            graph_io,
-            rows_mode,
+            state,
             timings: StepTimings::default(),
             max_frames: m.max_frames,
         })
@@ -364,14 +441,15 @@ impl<'m> Utterance<'m> {
                 self.max_frames
             )));
         }
+        let st = self.state.get();
         {
-            let buf = self.tokens.extract_tensor_mut().1;
+            let buf = st.tokens.extract_tensor_mut().1;
             let c = tokens.len();
             buf[..c].copy_from_slice(tokens);
             buf[c..].copy_from_slice(tokens);
         }
-        set_position(&mut self.step, position)?;
-        if let Some(rm) = self.rows_mode.as_mut() {
+        set_position(&mut st.step, position)?;
+        if let Some(rm) = st.rows_mode.as_mut() {
             let ids = rm.tokens.extract_tensor_mut().1;
             let c = tokens.len();
             for row in 0..2 {
@@ -380,34 +458,36 @@ impl<'m> Utterance<'m> {
                 }
             }
             rm.step.extract_tensor_mut().1[0] = position as i32;
+            // Slots from `position` on are masked (stale rows of an earlier utterance too).
+            let bias = rm.self_bias.extract_tensor_mut().1;
+            bias[..position].fill(0.0);
+            bias[position..].fill(MASK_BIAS);
         }
         let t0 = std::time::Instant::now();
-        if let Some(g) = self.graph_io.as_mut() {
-            self.tokens.copy_into(&mut g.tokens)?;
-            self.step.copy_into(&mut g.step)?;
+        if let Some(io) = st.device_io.as_mut() {
+            st.tokens.copy_into(&mut io.tokens)?;
+            st.step.copy_into(&mut io.step)?;
         }
         let t1 = std::time::Instant::now();
         {
             let mut session = self.model.decoder_session();
-            session.run_binding(&self.binding)?;
+            session.run_binding(&st.binding)?;
         }
         let t2 = std::time::Instant::now();
-        if let Some(g) = self.graph_io.as_ref() {
-            g.logits.copy_into(&mut self.logits)?;
+        if let Some(io) = st.device_io.as_ref() {
+            io.logits.copy_into(&mut st.logits)?;
         }
-        if let Some(rm) = self.rows_mode.as_mut() {
-            for (l, (nk, nv)) in self._cache.layers.iter_mut().zip(&rm.rows) {
+        if let Some(rm) = st.rows_mode.as_mut() {
+            for (l, (nk, nv)) in st.cache.layers.iter_mut().zip(&rm.rows) {
                 write_row(&mut l.k, nk, position, true)?;
                 write_row(&mut l.v, nv, position, false)?;
             }
-            // The next step attends this slot too.
-            rm.self_bias.extract_tensor_mut().1[position] = 0.0;
         }
         let t3 = std::time::Instant::now();
         self.timings.upload_s += (t1 - t0).as_secs_f64();
         self.timings.run_s += (t2 - t1).as_secs_f64();
         self.timings.download_s += (t3 - t2).as_secs_f64();
         self.timings.steps += 1;
-        Ok(self.logits.extract_tensor().1)
+        Ok(st.logits.extract_tensor().1)
     }
 }

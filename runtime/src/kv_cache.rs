@@ -50,14 +50,30 @@ impl Placement {
             None => Ok(host),
             Some(alloc) => {
                 let shape: Vec<i64> = host.shape().iter().copied().collect();
-                let mut dev = DynTensor::new(alloc, *host.data_type(), shape.clone())?;
-                if *host.data_type() == TensorElementType::Bfloat16 {
-                    copy_as_f16(&host, &mut dev, shape)?;
-                } else {
-                    host.copy_into(&mut dev)?;
-                }
+                let mut dev = DynTensor::new(alloc, *host.data_type(), shape)?;
+                self.upload_into(&host, &mut dev)?;
                 Ok(dev)
             }
+        }
+    }
+
+    /// Copies a host tensor into an existing tensor of the same type and shape (on the device,
+    /// or on the host).
+    pub fn upload_into(&self, host: &DynTensor, dst: &mut DynTensor) -> Result<(), RuntimeError> {
+        let shape: Vec<i64> = host.shape().iter().copied().collect();
+        let dshape: Vec<i64> = dst.shape().iter().copied().collect();
+        if shape != dshape || host.data_type() != dst.data_type() {
+            return Err(RuntimeError::InvalidOption(format!(
+                "cannot copy a {:?} {shape:?} tensor into a {:?} {dshape:?} one",
+                host.data_type(),
+                dst.data_type()
+            )));
+        }
+        if self.device.is_some() && *host.data_type() == TensorElementType::Bfloat16 {
+            copy_as_f16(host, dst, shape)
+        } else {
+            host.copy_into(dst)?;
+            Ok(())
         }
     }
 

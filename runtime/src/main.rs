@@ -162,6 +162,7 @@ fn main() -> Result<()> {
             coreml_units: args.coreml_units,
             coreml_cache_dir: None,
             profile: args.ort_profile.clone(),
+            reuse_state: false,
         },
     )?;
     for w in model.warnings() {

@@ -25,6 +25,10 @@ pub struct ModelOptions {
     /// CUDA only: capture the decoder step's kernel launches once and replay them (ONNX
     /// Runtime's CUDA graphs); every step input and output then lives at a fixed address.
     pub cuda_graph: bool,
+    /// Keep one decoder state (cache, cross K/V, step buffers) for the model's lifetime and
+    /// refill it for each utterance, instead of allocating one per utterance; utterances then
+    /// take turns. Implied by `cuda_graph`, whose captured graph replays fixed addresses.
+    pub reuse_state: bool,
     /// CoreML only: compute units (default all).
     pub coreml_units: providers::CoreMlUnits,
     /// CoreML only: compiled-model cache directory (default: `coreml-cache/` in the bundle).
@@ -35,6 +39,9 @@ pub struct ModelOptions {
 }
 
 pub struct DiaModel {
+    /// The decoder state a captured CUDA graph replays (CUDA-graph mode only). Declared first:
+    /// it is dropped before the sessions it is bound to.
+    graph_state: Mutex<Option<crate::decoder::StepState>>,
     dir: PathBuf,
     manifest: Manifest,
     encoder: Mutex<Session>,
@@ -43,6 +50,7 @@ pub struct DiaModel {
     dac_encoder: Option<Mutex<Session>>,
     provider: ExecutionProvider,
     cuda_graph: bool,
+    reuse_state: bool,
     warnings: Vec<String>,
 }
 
@@ -161,6 +169,9 @@ impl DiaModel {
             dac_encoder,
             provider: decoder.provider,
             cuda_graph: opts.cuda_graph && decoder.provider == ExecutionProvider::Cuda,
+            graph_state: Mutex::new(None),
+            reuse_state: opts.reuse_state
+                || (opts.cuda_graph && decoder.provider == ExecutionProvider::Cuda),
             warnings,
         })
     }
@@ -178,6 +189,11 @@ impl DiaModel {
     /// Whether the bundle was exported with `--target cuda` (fused attention kernels).
     pub fn is_cuda_target(&self) -> bool {
         self.manifest.target == "cuda"
+    }
+
+    /// Whether utterances share one decoder state (see [`ModelOptions::reuse_state`]).
+    pub fn reuse_state(&self) -> bool {
+        self.reuse_state
     }
 
     /// Whether the decoder step replays a captured CUDA graph.
@@ -411,6 +427,11 @@ impl DiaModel {
     }
     pub fn config(&self) -> &DiaConfig {
         &self.manifest.config
+    }
+
+    /// The shared decoder state of CUDA-graph mode; held for a whole utterance.
+    pub(crate) fn graph_state(&self) -> MutexGuard<'_, Option<crate::decoder::StepState>> {
+        self.graph_state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn decoder_session(&self) -> MutexGuard<'_, Session> {

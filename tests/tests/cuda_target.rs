@@ -78,6 +78,23 @@ fn cuda_graphs_compute_the_reference_model() {
 }
 
 #[test]
+fn utterances_sharing_one_decoder_state_match_the_reference() {
+    // CUDA-graph mode keeps one state (a captured graph replays fixed addresses) and refills it
+    // per utterance without clearing the cache: the cases run back to back on one state, each
+    // shorter case over the stale slots of the one before, must still match the reference.
+    let opts = ModelOptions {
+        reuse_state: true,
+        ..ModelOptions::default()
+    };
+    for bundle in [cuda_bundle(DType::F32), bundle("tiny-nari")] {
+        let model = DiaModel::load(&bundle, &opts).unwrap();
+        assert!(model.reuse_state());
+        assert_greedy_cases(&model, "shared state");
+        assert_greedy_cases(&model, "shared state, again");
+    }
+}
+
+#[test]
 fn cuda_float16_stays_close_to_the_reference() {
     let model = DiaModel::load(&cuda_bundle(DType::F16), &ModelOptions::default()).unwrap();
     let errs = teacher_forced_errors(&model);
