@@ -34,7 +34,10 @@ impl Builder {
         gamma: &Value,
         eps: f64,
     ) -> (Value, Value) {
-        assert_eq!(x.shape, skip.shape, "SkipSimplifiedLayerNormalization: x/skip");
+        assert_eq!(
+            x.shape, skip.shape,
+            "SkipSimplifiedLayerNormalization: x/skip"
+        );
         assert!(
             x.dtype == skip.dtype && x.dtype == gamma.dtype,
             "SkipSimplifiedLayerNormalization: {} {:?}, {} {:?} and {} {:?} must share a dtype",
@@ -70,7 +73,10 @@ impl Builder {
     /// dtype. Written explicitly because ONNX Runtime's own fusion of the float32 pattern
     /// yields a bfloat16-in/float32-out kernel the CUDA provider does not have.
     pub fn simplified_layer_norm(&mut self, x: &Value, gamma: &Value, eps: f64) -> Value {
-        assert_eq!(x.dtype, gamma.dtype, "SimplifiedLayerNormalization: x/gamma dtype");
+        assert_eq!(
+            x.dtype, gamma.dtype,
+            "SimplifiedLayerNormalization: x/gamma dtype"
+        );
         let outs = self.node_opt(
             "SimplifiedLayerNormalization",
             "",
@@ -115,10 +121,19 @@ impl Builder {
         );
         let f = k_cache.shape[2];
         for c in [k_cache, v_cache] {
-            assert_eq!(c.shape, vec![bsz, kv, f, d], "GroupQueryAttention: {}", c.name);
+            assert_eq!(
+                c.shape,
+                vec![bsz, kv, f, d],
+                "GroupQueryAttention: {}",
+                c.name
+            );
         }
         assert_eq!(cos.shape, vec![f, d / 2], "GroupQueryAttention: cos");
-        assert_eq!(seqlens_k.dtype, DType::I32, "GroupQueryAttention: seqlens_k");
+        assert_eq!(
+            seqlens_k.dtype,
+            DType::I32,
+            "GroupQueryAttention: seqlens_k"
+        );
         let outs = self.node_opt(
             "GroupQueryAttention",
             MS_DOMAIN,
@@ -167,9 +182,17 @@ impl Builder {
         scale: f32,
     ) -> Value {
         let (bsz, t, d) = (k.shape[0], k.shape[2], k.shape[3]);
-        assert_eq!(k.shape, vec![bsz, heads as i64, t, d], "MultiHeadAttention: k");
+        assert_eq!(
+            k.shape,
+            vec![bsz, heads as i64, t, d],
+            "MultiHeadAttention: k"
+        );
         assert_eq!(v.shape, k.shape, "MultiHeadAttention: v");
-        assert_eq!(q.shape, vec![bsz, 1, heads as i64 * d], "MultiHeadAttention: q");
+        assert_eq!(
+            q.shape,
+            vec![bsz, 1, heads as i64 * d],
+            "MultiHeadAttention: q"
+        );
         assert_eq!(bias.shape, vec![bsz, 1, 1, t], "MultiHeadAttention: bias");
         let outs = self.node_opt(
             "MultiHeadAttention",

@@ -19,7 +19,7 @@ use crate::attention::{
     cross_attention_step, cross_attention_step_fused, self_attention_step,
     self_attention_step_fused, self_attention_step_rows, CacheSlot, FusedStep, Heads, Mask,
 };
-use crate::builder::{Builder, DType, Value};
+use crate::builder::{Builder, DType, Value, DYN};
 use crate::checkpoint::CheckpointError;
 use crate::encoder::{f32_bytes, PAIR};
 use crate::mlp::mlp;
@@ -228,7 +228,7 @@ pub fn build_decoder_step(
     target: Target,
 ) -> Result<(), CheckpointError> {
     if target == Target::Cuda {
-        return build_decoder_step_fused(b, w, cfg, text_len, max_frames);
+        return build_decoder_step_fused(b, w, cfg, max_frames);
     }
     let coreml = target == Target::CoreMl;
     let d = &cfg.decoder_config;
@@ -328,30 +328,42 @@ pub fn build_decoder_step(
 /// (`GroupQueryAttention`'s `seqlens_k`: the number of filled cache slots); `cross_bias`
 /// `[2, 1, 1, T]` in the bundle dtype (0 on text, -30000 on padding); per layer `self_k_{i}`
 /// and `self_v_{i}` `[2, KV, F, d]` (K not transposed), `cross_k_{i}` and `cross_v_{i}`
-/// `[2, KVc, T, d]`. Outputs: `logits` float32 `[2, C, V]`, `present_k_{i}`/`present_v_{i}`
+/// `[2, KVc, T, d]`. The text length `T` is dynamic (up to the encoder's): cross-attention reads
+/// `T` positions every step, so the runtime pads to a short bucket, not to the maximum (with
+/// one CUDA graph per bucket). Outputs: `logits` float32 `[2, C, V]`, `present_k_{i}`/`present_v_{i}`
 /// (the caches, bound to the same buffers as the inputs: the kernel appends in place).
 pub fn build_decoder_step_fused(
     b: &mut Builder,
     w: &Weights,
     cfg: &DiaConfig,
-    text_len: usize,
     max_frames: usize,
 ) -> Result<(), CheckpointError> {
     let d = &cfg.decoder_config;
     let c = d.num_channels;
-    let (t, f) = (text_len as i64, max_frames as i64);
+    let f = max_frames as i64;
     let (kv, hd) = (d.num_key_value_heads as i64, d.head_dim as i64);
     let (ckv, chd) = (d.cross_num_key_value_heads as i64, d.cross_head_dim as i64);
 
     let tokens = b.input("tokens", DType::I64, &[PAIR, c as i64]);
     let seqlens_k = b.input("step", DType::I32, &[PAIR]);
-    let cross_bias = b.input("cross_bias", w.dtype, &[PAIR, 1, 1, t]);
+    let text = &["text_len"];
+    let cross_bias = b.input_dyn("cross_bias", w.dtype, &[PAIR, 1, 1, DYN], text);
     let mut caches = Vec::new();
     for i in 0..d.num_hidden_layers {
         let k = b.input(&format!("self_k_{i}"), w.dtype, &[PAIR, kv, f, hd]);
         let vv = b.input(&format!("self_v_{i}"), w.dtype, &[PAIR, kv, f, hd]);
-        let ck = b.input(&format!("cross_k_{i}"), w.dtype, &[PAIR, ckv, t, chd]);
-        let cv = b.input(&format!("cross_v_{i}"), w.dtype, &[PAIR, ckv, t, chd]);
+        let ck = b.input_dyn(
+            &format!("cross_k_{i}"),
+            w.dtype,
+            &[PAIR, ckv, DYN, chd],
+            text,
+        );
+        let cv = b.input_dyn(
+            &format!("cross_v_{i}"),
+            w.dtype,
+            &[PAIR, ckv, DYN, chd],
+            text,
+        );
         caches.push((k, vv, ck, cv));
     }
 
@@ -396,7 +408,16 @@ pub fn build_decoder_step_fused(
     for (i, (k, vv, ck, cv)) in caches.iter().enumerate() {
         let lw = dec.pp(format!("layers.{i}"));
         let (nx, np, nk, nv) = b.scoped(lw.prefix(), |b| {
-            decoder_layer_fused(b, &lw, cfg, &step, &cross_bias, (&x, &pending), (k, vv), (ck, cv))
+            decoder_layer_fused(
+                b,
+                &lw,
+                cfg,
+                &step,
+                &cross_bias,
+                (&x, &pending),
+                (k, vv),
+                (ck, cv),
+            )
         })?;
         (x, pending) = (nx, np);
         new_kv.push((nk, nv));

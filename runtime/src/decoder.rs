@@ -12,7 +12,10 @@
 use std::fmt::Debug;
 
 use ort::memory::Allocator;
-use ort::session::IoBinding;
+use std::collections::HashMap;
+use std::sync::MutexGuard;
+
+use ort::session::{IoBinding, RunOptions};
 use ort::value::{DynTensor, DynValue, PrimitiveTensorElementType, Tensor, TensorElementType};
 
 use crate::error::RuntimeError;
@@ -87,10 +90,7 @@ struct DeviceIo {
 
 /// The step position input: int64 `[1]` (portable graphs) or int32 `[2]`, one per CFG row
 /// (cuda-target graphs: `GroupQueryAttention`'s `seqlens_k`).
-fn step_input(
-    alloc: &Allocator,
-    fused: bool,
-) -> Result<DynTensor, RuntimeError> {
+fn step_input(alloc: &Allocator, fused: bool) -> Result<DynTensor, RuntimeError> {
     Ok(if fused {
         Tensor::<i32>::new(alloc, [2usize])?.upcast()
     } else {
@@ -121,12 +121,18 @@ fn float_tensor(
     Ok(match dtype {
         TensorElementType::Float16 => Tensor::<half::f16>::from_array((
             shape,
-            values.into_iter().map(half::f16::from_f32).collect::<Vec<_>>(),
+            values
+                .into_iter()
+                .map(half::f16::from_f32)
+                .collect::<Vec<_>>(),
         ))?
         .upcast(),
         TensorElementType::Bfloat16 => Tensor::<half::bf16>::from_array((
             shape,
-            values.into_iter().map(half::bf16::from_f32).collect::<Vec<_>>(),
+            values
+                .into_iter()
+                .map(half::bf16::from_f32)
+                .collect::<Vec<_>>(),
         ))?
         .upcast(),
         _ => Tensor::<f32>::from_array((shape, values))?.upcast(),
@@ -196,6 +202,8 @@ pub(crate) struct StepState {
     device_io: Option<DeviceIo>,
     rows_mode: Option<RowsMode>,
     place: Placement,
+    /// CUDA-graph mode: `gpu_graph_id` = the text bucket, one captured graph per bucket.
+    run_options: Option<RunOptions>,
 }
 
 /// The cross mask (portable), or the additive bias (coreml `[2, T]` float32, cuda
@@ -209,8 +217,7 @@ fn cross_mask(
     let keep = |i: usize| i % t < len;
     let bias = |i: usize| if keep(i) { 0.0 } else { MASK_BIAS };
     Ok(if model.is_coreml_target() {
-        Tensor::<f32>::from_array(([2usize, t], (0..2 * t).map(bias).collect::<Vec<_>>()))?
-            .upcast()
+        Tensor::<f32>::from_array(([2usize, t], (0..2 * t).map(bias).collect::<Vec<_>>()))?.upcast()
     } else if model.is_cuda_target() {
         float_tensor(dtype, vec![2, 1, 1, t], (0..2 * t).map(bias).collect())?
     } else {
@@ -249,7 +256,7 @@ fn padded_cross(
 impl StepState {
     /// Allocates the state (on the GPU with the CUDA provider) around this utterance's cross
     /// K/V and mask (host tensors, uploaded here) and binds it all to the step session.
-    fn new(model: &DiaModel, host_cross: Vec<DynTensor>) -> Result<Self, RuntimeError> {
+    fn new(model: &DiaModel, host_cross: Vec<DynTensor>, t: usize) -> Result<Self, RuntimeError> {
         let m = model.manifest();
         let cfg = &m.config;
         let d = &cfg.decoder_config;
@@ -346,7 +353,15 @@ impl StepState {
             None => binding.bind_output("logits", &mut logits)?,
         }
         drop(decoder);
+        let run_options = if model.cuda_graph() {
+            let mut o = RunOptions::new()?;
+            o.set("gpu_graph_id", t.to_string())?;
+            Some(o)
+        } else {
+            None
+        };
         Ok(Self {
+            run_options,
             binding,
             tokens,
             step,
@@ -372,14 +387,14 @@ impl StepState {
 /// An utterance's state: its own, or the model's shared one.
 enum StateRef<'m> {
     Owned(Box<StepState>),
-    Shared(std::sync::MutexGuard<'m, Option<StepState>>),
+    Shared(MutexGuard<'m, HashMap<usize, StepState>>, usize),
 }
 
 impl StateRef<'_> {
     fn get(&mut self) -> &mut StepState {
         match self {
             StateRef::Owned(s) => s,
-            StateRef::Shared(g) => g.as_mut().expect("set before use"),
+            StateRef::Shared(g, t) => g.get_mut(t).expect("inserted before use"),
         }
     }
 }
@@ -396,13 +411,13 @@ impl<'m> Utterance<'m> {
     /// the decoder state.
     pub fn new(model: &'m DiaModel, text: &[i64]) -> Result<Self, RuntimeError> {
         let m = model.manifest();
-        let t = m.max_text_len;
-        if text.len() > t {
+        if text.len() > m.max_text_len {
             return Err(RuntimeError::TextTooLong {
                 tokens: text.len(),
-                max: t,
+                max: m.max_text_len,
             });
         }
+        let t = model.text_bucket(text.len());
         let dtype = element_type(&m.dtype)?;
         // The encoder runs on the text's own tokens: row 0 unconditional (all pad), row 1
         // conditional, both with the conditional mask (all true here). Positions past the text
@@ -416,13 +431,16 @@ impl<'m> Utterance<'m> {
 
         let state = if model.reuse_state() {
             let mut shared = model.graph_state();
-            match shared.as_mut() {
+            match shared.get_mut(&t) {
                 Some(s) => s.refill(host)?,
-                None => *shared = Some(StepState::new(model, host)?),
+                None => {
+                    let s = StepState::new(model, host, t)?;
+                    shared.insert(t, s);
+                }
             }
-            StateRef::Shared(shared)
+            StateRef::Shared(shared, t)
         } else {
-            StateRef::Owned(Box::new(StepState::new(model, host)?))
+            StateRef::Owned(Box::new(StepState::new(model, host, t)?))
         };
         Ok(Self {
             model,
@@ -471,7 +489,10 @@ impl<'m> Utterance<'m> {
         let t1 = std::time::Instant::now();
         {
             let mut session = self.model.decoder_session();
-            session.run_binding(&st.binding)?;
+            match &st.run_options {
+                Some(o) => session.run_binding_with_options(&st.binding, o)?,
+                None => session.run_binding(&st.binding)?,
+            };
         }
         let t2 = std::time::Instant::now();
         if let Some(io) = st.device_io.as_ref() {

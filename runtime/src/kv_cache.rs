@@ -103,11 +103,8 @@ fn copy_as_f16(host: &DynTensor, dev: &mut DynTensor, shape: Vec<i64>) -> Result
             host.data_ptr() as *mut _,
             shape.clone().into(),
         )?;
-        let dst = TensorRefMut::<half::f16>::from_raw(
-            dev.memory_info().clone(),
-            dst_ptr,
-            shape.into(),
-        )?;
+        let dst =
+            TensorRefMut::<half::f16>::from_raw(dev.memory_info().clone(), dst_ptr, shape.into())?;
         src.copy_into(dst)?;
     }
     Ok(())

@@ -2,6 +2,7 @@
 //! `DiaModel` is `Sync`, and each generation keeps its own state ([`crate::decoder::Utterance`]),
 //! so several threads can generate at once (their steps take turns on the sessions).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -41,7 +42,7 @@ pub struct ModelOptions {
 pub struct DiaModel {
     /// The decoder state a captured CUDA graph replays (CUDA-graph mode only). Declared first:
     /// it is dropped before the sessions it is bound to.
-    graph_state: Mutex<Option<crate::decoder::StepState>>,
+    graph_state: Mutex<HashMap<usize, crate::decoder::StepState>>,
     dir: PathBuf,
     manifest: Manifest,
     encoder: Mutex<Session>,
@@ -169,7 +170,7 @@ impl DiaModel {
             dac_encoder,
             provider: decoder.provider,
             cuda_graph: opts.cuda_graph && decoder.provider == ExecutionProvider::Cuda,
-            graph_state: Mutex::new(None),
+            graph_state: Mutex::new(HashMap::new()),
             reuse_state: opts.reuse_state
                 || (opts.cuda_graph && decoder.provider == ExecutionProvider::Cuda),
             warnings,
@@ -194,6 +195,22 @@ impl DiaModel {
     /// Whether utterances share one decoder state (see [`ModelOptions::reuse_state`]).
     pub fn reuse_state(&self) -> bool {
         self.reuse_state
+    }
+
+    /// The text length the decoder step runs at for a text of `len` tokens: the bundle's
+    /// maximum for fixed-shape steps; for cuda-target bundles (dynamic text length) the
+    /// smallest of 32, 64, 128, ... that holds it, since cross-attention reads every padded
+    /// position each step while a few buckets keep the CUDA graphs and buffers few.
+    pub fn text_bucket(&self, len: usize) -> usize {
+        let max = self.manifest.max_text_len;
+        if !self.is_cuda_target() {
+            return max;
+        }
+        let mut t = 32;
+        while t < len {
+            t *= 2;
+        }
+        t.min(max)
     }
 
     /// Whether the decoder step replays a captured CUDA graph.
@@ -430,7 +447,8 @@ impl DiaModel {
     }
 
     /// The shared decoder state of CUDA-graph mode; held for a whole utterance.
-    pub(crate) fn graph_state(&self) -> MutexGuard<'_, Option<crate::decoder::StepState>> {
+    /// (One per padded text length, see [`DiaModel::text_bucket`].)
+    pub(crate) fn graph_state(&self) -> MutexGuard<'_, HashMap<usize, crate::decoder::StepState>> {
         self.graph_state.lock().unwrap_or_else(|e| e.into_inner())
     }
 

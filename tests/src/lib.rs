@@ -117,8 +117,7 @@ pub fn teacher_forced_errors(model: &dia_run::DiaModel) -> Vec<f32> {
     let steps: Array2<i64> = ndarray_npy::read_npy(reference("teacher_tokens.npy")).unwrap();
     let want: Array4<f32> = ndarray_npy::read_npy(reference("teacher_logits.npy")).unwrap();
     let text = texts()["teacher_text"].as_str().unwrap().to_string();
-    let tokens =
-        dia_run::tokenizer::encode_text(&text, model.manifest().max_text_len).unwrap();
+    let tokens = dia_run::tokenizer::encode_text(&text, model.manifest().max_text_len).unwrap();
     let mut utt = dia_run::decoder::Utterance::new(model, &tokens).unwrap();
     (0..steps.nrows())
         .map(|t| {

@@ -65,9 +65,33 @@ fn cuda_step_is_written_with_the_fused_kernels() {
 }
 
 #[test]
+fn cuda_step_runs_at_the_shortest_text_bucket() {
+    // Cross-attention reads every padded text position each step: cuda bundles take the text
+    // length as a dynamic dim and the runtime pads to 32, 64, 128, ... (capped at the maximum).
+    let model = DiaModel::load(&cuda_bundle(DType::F32), &ModelOptions::default()).unwrap();
+    let max = model.manifest().max_text_len;
+    assert_eq!(max, 64);
+    let buckets: Vec<usize> = [1, 26, 32, 33, 61, 64].map(|n| model.text_bucket(n)).into();
+    assert_eq!(buckets, [32, 32, 32, 64, 64, 64]);
+    let bias = model
+        .manifest()
+        .graphs
+        .decoder_step
+        .inputs
+        .iter()
+        .find(|t| t.name == "cross_bias")
+        .unwrap()
+        .clone();
+    assert_eq!(bias.shape, vec![2, 1, 1, -1]);
+    // Fixed-shape bundles always run at their maximum.
+    let portable = DiaModel::load(&bundle("tiny-nari"), &ModelOptions::default()).unwrap();
+    assert_eq!(portable.text_bucket(1), portable.manifest().max_text_len);
+}
+
+#[test]
 fn cuda_graphs_compute_the_reference_model() {
     // float32 on the CPU provider: the reference's logits and greedy codes (EOS and voice
-    // prompt included), token for token.
+    // prompt included), token for token; the texts run at text buckets 32 and 64.
     let model = DiaModel::load(&cuda_bundle(DType::F32), &ModelOptions::default()).unwrap();
     assert!(model.is_cuda_target());
     let errs = teacher_forced_errors(&model);
