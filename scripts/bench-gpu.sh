@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# GPU benchmark, run ON the GPU machine (see benchmarks/gpu.md for how it was carried there):
-# dia-run on the CUDA provider (float16 and bfloat16 bundles) next to the official nari-labs/dia
-# code (eager and torch.compile), same random full-size checkpoint, same text and frame count,
-# plus the float16/bfloat16 bundles' accuracy against float32.
+# GPU benchmark, run ON the GPU machine (benchmarks/gpu.md says how it was carried there):
+# dia-run on the CUDA provider next to the official nari-labs/dia code (eager and
+# torch.compile), same random full-size checkpoint, same text and frame count; the accuracy of
+# the float16/bfloat16 bundles against float32; the GEMM and launch floors of a step.
 # Usage: scripts/bench-gpu.sh CARRY_DIR [FRAMES] [--compile]
-#   CARRY_DIR holds bin/{dia-export,dia-run,compare}, dia/ (a nari-labs/dia checkout) and the
-#   ONNX Runtime CUDA parts with unpack-cuda-ep.sh and SHA256.
+#   CARRY_DIR holds bin/{dia-export,dia-run,compare}, dia/ (a nari-labs/dia checkout), whl/
+#   (pydantic wheels) and the ONNX Runtime CUDA parts with unpack-cuda-ep.sh and SHA256.
 set -uo pipefail
-carry="$1"; frames="${2:-300}"; compile="${3:-}"
+carry="$1"; frames="${2:-1000}"; compile="${3:-}"
 work=/tmp/dia-gpu; mkdir -p "$work"
 bash "$carry/unpack-cuda-ep.sh" "$carry/SHA256" || exit 1
 source /opt/ort-gpu/env.sh
@@ -15,29 +15,51 @@ if [[ -d "$carry/whl" ]]; then  # nari-labs needs pydantic, which that machine l
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$carry"/whl/*.whl && export PYTHONPATH=/tmp/site
 fi
 text="[S1] Dia is an open weights text to dialogue model. [S2] You get full control over scripts and voices."
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
 
-[[ -f "$work/ckpt/config.json" ]] || python3 scripts/make_random_full.py --out "$work/ckpt" --quiet
-for dt in f32 f16 bf16; do
-  [[ -f "$work/b-$dt/manifest.json" ]] || "$carry/bin/dia-export" "$work/ckpt" --out "$work/b-$dt" --dtype "$dt" > /dev/null
+[[ -f "$work/ckpt/config.json" ]] || python3 scripts/make_random_full.py --out "$work/ckpt" --quiet > /dev/null
+# cuda target (fused kernels) in float16 and bfloat16; the portable float16 graph for
+# comparison; float32 as the accuracy reference.
+for spec in "cuda-f16 --target cuda --dtype f16" "cuda-bf16 --target cuda --dtype bf16" \
+            "portable-f16 --dtype f16" "portable-f32 --dtype f32"; do
+  set -- $spec; name=$1; shift
+  [[ -f "$work/$name/manifest.json" ]] || "$carry/bin/dia-export" "$work/ckpt" --out "$work/$name" "$@" > /dev/null
 done
 
 gpu_mem() {  # peak GPU memory used while the command runs, sampled every 50 ms
-  local peak=0 log="$work/mem.$$"; : > "$log"
+  local log="$work/mem.$$"; : > "$log"
   ( while :; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits >> "$log"; sleep 0.05; done ) &
   local sampler=$!
   "$@"; local rc=$?
   kill $sampler 2>/dev/null; wait $sampler 2>/dev/null
-  peak=$(sort -n "$log" | tail -n 1); echo "gpu_memory_used_peak_mib=$peak" >&2
+  echo "gpu_memory_used_peak_mib=$(sort -n "$log" | tail -n 1)"
   return $rc
 }
-for dt in f16 bf16 f32; do
-  echo "== dia-run $dt cuda"
-  gpu_mem "$carry/bin/dia-run" --bundle "$work/b-$dt" --ep cuda --text "$text" --temperature 0 \
-    --max-tokens "$((frames + 1))" --bench --json
+run() {  # BUNDLE [dia-run flags]: one greedy generation of $frames frames, EOS ignored
+  "$carry/bin/dia-run" --bundle "$work/$1" --ep cuda "${@:2}" --text "$text" --temperature 0 \
+    --max-tokens "$((frames + 1))" --bench --json 2>&1 | grep '^{'
+}
+for b in cuda-f16 cuda-bf16; do
+  for rep in 1 2; do echo "== dia-run $b --cuda-graph (run $rep)"; gpu_mem run $b --cuda-graph; done
 done
-echo "== accuracy vs float32 (teacher-forced, 200 steps, CUDA)"
-for dt in f16 bf16; do "$carry/bin/compare" "$work/b-f32" "$work/b-$dt" "$text" 200; done
+echo "== dia-run cuda-f16, no CUDA graph"; run cuda-f16
+echo "== dia-run portable-f16 --cuda-graph"; run portable-f16 --cuda-graph
+
+echo "== the same codes with and without the CUDA graph (greedy, 300 frames)"
+for g in "" "--cuda-graph"; do
+  "$carry/bin/dia-run" --bundle "$work/cuda-f16" --ep cuda $g --text "$text" --temperature 0 \
+    --max-tokens 300 --save-codes "$work/codes$g.npy" --quiet > /dev/null 2>&1
+done
+cmp "$work/codes.npy" "$work/codes--cuda-graph.npy" && echo "codes identical"
+
+echo "== accuracy vs float32 on the CPU provider (teacher-forced, 200 steps)"
+for b in cuda-f16 cuda-bf16; do
+  "$carry/bin/compare" "$work/portable-f32" "$work/$b" "$text" 200 --ref-ep cpu --test-ep cuda --test-cuda-graph
+done
+
+echo "== floors: the step's GEMMs alone and back-to-back tiny kernels (PyTorch, CUDA graphs)"
+python3 scripts/bench_gemm_floor.py --kernels 350
+
 echo "== nari-labs eager"
 python3 scripts/bench_nari.py --dia-repo "$carry/dia" --ckpt "$work/ckpt" --frames "$frames"
 if [[ "$compile" == "--compile" ]]; then

@@ -3,8 +3,11 @@
 //! steps; reports the relative logit error and how often the greedy tokens agree.
 //!
 //! ```sh
-//! cargo run --release -p dia-run --example compare -- REF_BUNDLE TEST_BUNDLE "[S1] text" 200
+//! cargo run --release -p dia-run --example compare -- REF_BUNDLE TEST_BUNDLE "[S1] text" 200 \
+//!     [--ref-ep cpu] [--test-ep cuda] [--test-cuda-graph]
 //! ```
+//! (providers default to auto; a float32 reference is best run on the CPU, since the CUDA
+//! provider's float32 MatMuls use TF32.)
 
 use std::path::PathBuf;
 
@@ -16,14 +19,34 @@ use dia_run::{DiaModel, ModelOptions};
 use rand::SeedableRng;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut ref_opts = ModelOptions::default();
+    let mut test_opts = ModelOptions::default();
+    let flag = |args: &mut Vec<String>, name: &str| -> Option<String> {
+        let i = args.iter().position(|a| a == name)?;
+        args.remove(i);
+        (i < args.len()).then(|| args.remove(i))
+    };
+    if let Some(ep) = flag(&mut args, "--ref-ep") {
+        ref_opts.provider = ep.parse()?;
+    }
+    if let Some(ep) = flag(&mut args, "--test-ep") {
+        test_opts.provider = ep.parse()?;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--test-cuda-graph") {
+        args.remove(i);
+        test_opts.cuda_graph = true;
+    }
     if args.len() < 3 {
-        return Err("usage: compare REF_BUNDLE TEST_BUNDLE TEXT [STEPS]".into());
+        return Err(
+            "usage: compare REF_BUNDLE TEST_BUNDLE TEXT [STEPS] [--ref-ep EP] \
+                    [--test-ep EP] [--test-cuda-graph]"
+                .into(),
+        );
     }
     let steps: usize = args.get(3).map_or(Ok(200), |s| s.parse())?;
-    let opts = ModelOptions::default();
-    let a = DiaModel::load(&PathBuf::from(&args[0]), &opts)?;
-    let b = DiaModel::load(&PathBuf::from(&args[1]), &opts)?;
+    let a = DiaModel::load(&PathBuf::from(&args[0]), &ref_opts)?;
+    let b = DiaModel::load(&PathBuf::from(&args[1]), &test_opts)?;
     let cfg = a.config().clone();
     let d = &cfg.decoder_config;
     let (c, v) = (d.num_channels, d.vocab_size);
@@ -82,7 +105,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "{}",
         serde_json::json!({
             "reference": args[0],
+            "reference_provider": a.provider().name(),
             "test": args[1],
+            "test_provider": b.provider().name(),
+            "test_cuda_graph": b.cuda_graph(),
             "steps": steps,
             "max_rel_logit_err": worst,
             "mean_rel_logit_err": sum_err / steps as f64,

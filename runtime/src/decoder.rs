@@ -482,9 +482,18 @@ impl<'m> Utterance<'m> {
             bias[position..].fill(MASK_BIAS);
         }
         let t0 = std::time::Instant::now();
+        let fast = self.model.cuda_copy();
         if let Some(io) = st.device_io.as_mut() {
-            st.tokens.copy_into(&mut io.tokens)?;
-            st.step.copy_into(&mut io.step)?;
+            match fast {
+                Some(cc) => {
+                    cc.to_device(&st.tokens, &mut io.tokens)?;
+                    cc.to_device(&st.step, &mut io.step)?;
+                }
+                None => {
+                    st.tokens.copy_into(&mut io.tokens)?;
+                    st.step.copy_into(&mut io.step)?;
+                }
+            }
         }
         let t1 = std::time::Instant::now();
         {
@@ -496,7 +505,10 @@ impl<'m> Utterance<'m> {
         }
         let t2 = std::time::Instant::now();
         if let Some(io) = st.device_io.as_ref() {
-            io.logits.copy_into(&mut st.logits)?;
+            match fast {
+                Some(cc) => cc.to_host(&io.logits, &mut st.logits)?,
+                None => io.logits.copy_into(&mut st.logits)?,
+            }
         }
         if let Some(rm) = st.rows_mode.as_mut() {
             for (l, (nk, nv)) in st.cache.layers.iter_mut().zip(&rm.rows) {

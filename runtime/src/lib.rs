@@ -7,6 +7,7 @@
 //! [`generate`] is the loop.
 
 pub mod audio;
+pub mod cuda_copy;
 pub mod decoder;
 pub mod delay;
 pub mod error;

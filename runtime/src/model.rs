@@ -52,6 +52,8 @@ pub struct DiaModel {
     provider: ExecutionProvider,
     cuda_graph: bool,
     reuse_state: bool,
+    /// Direct copies of the per-step inputs and logits (CUDA provider only).
+    cuda_copy: Option<crate::cuda_copy::CudaCopy>,
     warnings: Vec<String>,
 }
 
@@ -171,6 +173,9 @@ impl DiaModel {
             provider: decoder.provider,
             cuda_graph: opts.cuda_graph && decoder.provider == ExecutionProvider::Cuda,
             graph_state: Mutex::new(HashMap::new()),
+            cuda_copy: (decoder.provider == ExecutionProvider::Cuda)
+                .then(crate::cuda_copy::CudaCopy::load)
+                .flatten(),
             reuse_state: opts.reuse_state
                 || (opts.cuda_graph && decoder.provider == ExecutionProvider::Cuda),
             warnings,
@@ -211,6 +216,11 @@ impl DiaModel {
             t *= 2;
         }
         t.min(max)
+    }
+
+    /// The CUDA runtime's copy, when the decoder runs on CUDA and the library loaded.
+    pub(crate) fn cuda_copy(&self) -> Option<&crate::cuda_copy::CudaCopy> {
+        self.cuda_copy.as_ref()
     }
 
     /// Whether the decoder step replays a captured CUDA graph.
