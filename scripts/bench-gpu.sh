@@ -25,6 +25,9 @@ for spec in "cuda-f16 --target cuda --dtype f16" "cuda-bf16 --target cuda --dtyp
   set -- $spec; name=$1; shift
   [[ -f "$work/$name/manifest.json" ]] || "$carry/bin/dia-export" "$work/ckpt" --out "$work/$name" "$@" > /dev/null
 done
+# The exports leave ~10 GB of dirty pages; their writeback slowed the first timed runs by up to
+# 50% (benchmarks/gpu.md, runs 7-8), so flush them first.
+sync
 
 gpu_mem() {  # peak GPU memory used while the command runs, sampled every 50 ms
   local log="$work/mem.$$"; : > "$log"
