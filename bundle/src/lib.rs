@@ -5,8 +5,13 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-/// Bumped whenever graph inputs/outputs or their meaning change.
-pub const FORMAT_VERSION: u32 = 2;
+/// Bumped whenever graph inputs/outputs or their meaning change. Version 3 added the `cuda`
+/// target; version 2 bundles (portable and coreml) read unchanged.
+pub const FORMAT_VERSION: u32 = 3;
+/// The oldest format this crate still reads.
+pub const MIN_FORMAT_VERSION: u32 = 2;
+/// The graph targets a bundle can be exported for (see `dia_graphs::Target`).
+pub const TARGETS: [&str; 3] = ["portable", "cuda", "coreml"];
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// The additive attention bias of masked positions in `coreml`-target graphs' float mask
 /// inputs (finite, so float16 arithmetic stays finite; exp of it is 0 in float32 and float16).
@@ -327,8 +332,9 @@ pub struct Manifest {
     /// Present when the bundle carries the DAC graphs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dac: Option<DacInfo>,
-    /// `portable` (ONNX Runtime CPU/CUDA) or `coreml` (static shapes, int32 ids, float mask
-    /// biases, the step returning new K/V rows); see `dia_graphs::Target`.
+    /// `portable` (ONNX Runtime CPU/CUDA), `cuda` (fused contrib kernels, dynamic text length)
+    /// or `coreml` (static shapes, int32 ids, float mask biases, the step returning new K/V
+    /// rows); see `dia_graphs::Target`.
     #[serde(default = "portable")]
     pub target: String,
     /// Present when projection weights are block-quantised (`dia-export --quantize`).
@@ -366,17 +372,35 @@ impl Manifest {
                 source: e,
             })?;
         let version = raw.get("format_version").and_then(|v| v.as_u64());
-        if version != Some(FORMAT_VERSION as u64) {
+        if !version
+            .is_some_and(|v| (MIN_FORMAT_VERSION as u64..=FORMAT_VERSION as u64).contains(&v))
+        {
             return Err(BundleError::Invalid {
                 path: p,
                 msg: format!(
-                    "bundle format version {} but this dia-run reads version {FORMAT_VERSION}: \
-                     re-export the bundle with a matching dia-export",
+                    "bundle format version {} but this dia-run reads versions \
+                     {MIN_FORMAT_VERSION} to {FORMAT_VERSION}: re-export the bundle with a \
+                     matching dia-export",
                     version.map_or("missing".to_string(), |v| v.to_string())
                 ),
             });
         }
-        serde_json::from_value(raw).map_err(|e| BundleError::Json { path: p, source: e })
+        let m: Self = serde_json::from_value(raw).map_err(|e| BundleError::Json {
+            path: p.clone(),
+            source: e,
+        })?;
+        if !TARGETS.contains(&m.target.as_str()) {
+            return Err(BundleError::Invalid {
+                path: p,
+                msg: format!(
+                    "bundle target `{}` is not one of {}: re-export the bundle with a \
+                     matching dia-export",
+                    m.target,
+                    TARGETS.join(", ")
+                ),
+            });
+        }
+        Ok(m)
     }
 }
 

@@ -5,6 +5,7 @@
 //! - [`checkpoint`]: a Dia checkpoint in the nari-labs or `transformers` layout.
 //! - Dia's blocks, one function each, mirroring the PyTorch modules: [`norm`], [`rope`],
 //!   [`attention`], [`mlp`]; and the two graphs, [`encoder`] and [`decoder`].
+//! - [`contrib`]: ONNX Runtime's fused operators used by the cuda target.
 //! - [`dac`]: the audio codec (DAC 44.1 kHz) as two graphs, codes -> waveform and back, with
 //!   its own checkpoint reader (transformers or descript layout, weight norm folded).
 //!
@@ -20,6 +21,11 @@
 //! the same buffer, so a step writes a few KB per layer in place and never copies the cache,
 //! on the CPU or with a device-resident cache on a GPU (fixed addresses, as CUDA graphs need).
 //! Cross-attention K/V are computed once per utterance by the encoder graph.
+//!
+//! For NVIDIA GPUs ([`Target::Cuda`]) the same step is written with ONNX Runtime's fused
+//! contrib kernels ([`contrib`]): `GroupQueryAttention` appends to the shared past/present cache
+//! buffers itself (K stored like V, `[2, kv_heads, max_frames, head_dim]`), and the text length
+//! is dynamic so the runtime can pad to a short bucket.
 
 pub mod attention;
 pub mod builder;

@@ -147,7 +147,18 @@ impl DiaModel {
             &manifest.graphs.decoder_step,
             opts,
         )?;
-        let warnings: Vec<String> = decoder.warning.iter().cloned().collect();
+        let mut warnings: Vec<String> = decoder.warning.iter().cloned().collect();
+        if decoder.provider == ExecutionProvider::Cuda
+            && manifest.target == "cuda"
+            && manifest.dtype == "float32"
+        {
+            // ONNX Runtime then runs GroupQueryAttention on the CPU, copying every step.
+            warnings.push(
+                "this float32 cuda-target bundle is for the CPU provider: CUDA has no float32 \
+                 GroupQueryAttention; export with --target cuda --dtype f16 for the GPU"
+                    .into(),
+            );
+        }
         let optional = |spec: &Option<GraphSpec>,
                         name: &str|
          -> Result<Option<Mutex<Session>>, RuntimeError> {

@@ -264,3 +264,31 @@ fn run_rejects_missing_bundle_and_format_mismatch() {
         "{e}"
     );
 }
+
+#[test]
+fn manifest_versions_and_targets_are_checked() {
+    let src = bundle("tiny-nari");
+    let m = fs::read_to_string(src.join("manifest.json")).unwrap();
+    let edit = |name: &str, from: &str, to: &str| {
+        let dir = scratch().join(name);
+        fs::create_dir_all(&dir).unwrap();
+        assert!(m.contains(from), "{from} not in the manifest");
+        fs::write(dir.join("manifest.json"), m.replacen(from, to, 1)).unwrap();
+        dia_bundle::Manifest::load(&dir)
+    };
+    let current = format!("\"format_version\": {}", dia_bundle::FORMAT_VERSION);
+    // Version 2 bundles (portable and coreml) still read.
+    let old = format!("\"format_version\": {}", dia_bundle::MIN_FORMAT_VERSION);
+    assert!(edit("manifest-v2", &current, &old).is_ok());
+    let e = edit(
+        "manifest-target",
+        "\"target\": \"portable\"",
+        "\"target\": \"tpu\"",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("`tpu`") && e.contains("portable, cuda, coreml"),
+        "{e}"
+    );
+}
