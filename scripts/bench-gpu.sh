@@ -18,10 +18,11 @@ text="[S1] Dia is an open weights text to dialogue model. [S2] You get full cont
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
 
 [[ -f "$work/ckpt/config.json" ]] || python3 scripts/make_random_full.py --out "$work/ckpt" --quiet > /dev/null
-# cuda target (fused kernels) in float16 and bfloat16; the portable float16 graph for
-# comparison; float32 as the accuracy reference.
-for spec in "cuda-f16 --target cuda --dtype f16" "cuda-bf16 --target cuda --dtype bf16" \
-            "portable-f16 --dtype f16" "portable-f32 --dtype f32"; do
+# The fused target in float16 and bfloat16; the portable float16 graph for comparison; portable
+# float32 as the accuracy reference. (Runs 5-9 of benchmarks/gpu.md called the fused target
+# `--target cuda`.)
+for spec in "fused-f16 --target fused --dtype f16" "fused-bf16 --target fused --dtype bf16" \
+            "portable-f16 --target portable --dtype f16" "portable-f32 --target portable --dtype f32"; do
   set -- $spec; name=$1; shift
   [[ -f "$work/$name/manifest.json" ]] || "$carry/bin/dia-export" "$work/ckpt" --out "$work/$name" "$@" > /dev/null
 done
@@ -42,21 +43,21 @@ run() {  # BUNDLE [dia-run flags]: one greedy generation of $frames frames, EOS 
   "$carry/bin/dia-run" --bundle "$work/$1" --ep cuda "${@:2}" --text "$text" --temperature 0 \
     --max-tokens "$((frames + 1))" --bench --json 2>&1 | grep '^{'
 }
-for b in cuda-f16 cuda-bf16; do
+for b in fused-f16 fused-bf16; do
   for rep in 1 2; do echo "== dia-run $b --cuda-graph (run $rep)"; gpu_mem run $b --cuda-graph; done
 done
-echo "== dia-run cuda-f16, no CUDA graph"; run cuda-f16
+echo "== dia-run fused-f16, no CUDA graph"; run fused-f16
 echo "== dia-run portable-f16 --cuda-graph"; run portable-f16 --cuda-graph
 
 echo "== the same codes with and without the CUDA graph (greedy, 300 frames)"
 for g in "" "--cuda-graph"; do
-  "$carry/bin/dia-run" --bundle "$work/cuda-f16" --ep cuda $g --text "$text" --temperature 0 \
+  "$carry/bin/dia-run" --bundle "$work/fused-f16" --ep cuda $g --text "$text" --temperature 0 \
     --max-tokens 300 --save-codes "$work/codes$g.npy" --quiet > /dev/null 2>&1
 done
 cmp "$work/codes.npy" "$work/codes--cuda-graph.npy" && echo "codes identical"
 
 echo "== accuracy vs float32 on the CPU provider (teacher-forced, 200 steps)"
-for b in cuda-f16 cuda-bf16; do
+for b in fused-f16 fused-bf16; do
   "$carry/bin/compare" "$work/portable-f32" "$work/$b" "$text" 200 --ref-ep cpu --test-ep cuda --test-cuda-graph
 done
 

@@ -19,10 +19,12 @@ if [[ ! -x "$venv/bin/python" ]]; then
   "$venv/bin/pip" install --quiet -r scripts/requirements-check.txt
 fi
 bundle=build/check-bundle
+# The default (fused) bundle: onnxruntime checks its contrib-op graphs, onnx.checker the codec.
 ./target/debug/dia-export tests/fixtures/tiny-nari --dac tests/fixtures/tiny-dac --out "$bundle" > /dev/null
 "$venv/bin/python" scripts/check_bundle.py "$bundle"
 # The embedding example of the README runs on it too.
 cargo run --quiet --locked -p dia-run --example generate -- "$bundle" build/example-out
-./target/debug/dia-export tests/fixtures/tiny-hf --dac tests/fixtures/tiny-dac-descript --out "$bundle" --dtype f16 > /dev/null
+# A portable (standard operators only) float16 bundle: onnx.checker on every graph.
+./target/debug/dia-export tests/fixtures/tiny-hf --dac tests/fixtures/tiny-dac-descript --out "$bundle" --target portable --dtype f16 > /dev/null
 "$venv/bin/python" scripts/check_bundle.py "$bundle"
 echo "all checks passed"

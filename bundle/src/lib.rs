@@ -11,7 +11,7 @@ pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format this crate still reads.
 pub const MIN_FORMAT_VERSION: u32 = 2;
 /// The graph targets a bundle can be exported for (see `dia_graphs::Target`).
-pub const TARGETS: [&str; 3] = ["portable", "cuda", "coreml"];
+pub const TARGETS: [&str; 3] = ["portable", "fused", "coreml"];
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// The additive attention bias of masked positions in `coreml`-target graphs' float mask
 /// inputs (finite, so float16 arithmetic stays finite; exp of it is 0 in float32 and float16).

@@ -150,9 +150,9 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
     let ckpt = Checkpoint::open(&opts.checkpoint)?;
     let cfg = ckpt.config.clone();
     let d = &cfg.decoder_config;
-    if opts.target == Target::Cuda && d.cross_num_key_value_heads != d.cross_num_attention_heads {
+    if opts.target == Target::Fused && d.cross_num_key_value_heads != d.cross_num_attention_heads {
         return Err(ExportError::Options(format!(
-            "--target cuda needs one cross-attention K/V head per query head (this model has \
+            "--target fused needs one cross-attention K/V head per query head (this model has \
              {} K/V heads and {} query heads); use --target portable",
             d.cross_num_key_value_heads, d.cross_num_attention_heads
         )));

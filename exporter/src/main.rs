@@ -30,14 +30,15 @@ struct Args {
     /// Bundle directory to write (replaced atomically if it already holds a bundle).
     #[arg(long)]
     out: PathBuf,
-    /// Weight and activation dtype (norms, RoPE, softmax and logits stay float32); default f32,
-    /// or f16 with --target coreml or cuda.
+    /// Weight and activation dtype (norms, RoPE, softmax and logits stay float32); default f32
+    /// (f16 with --target coreml). Use f16 (or bf16) for NVIDIA GPUs.
     #[arg(long, value_enum)]
     dtype: Option<Precision>,
-    /// portable (ONNX Runtime CPU and CUDA), cuda (the decoder step written with ONNX Runtime's
-    /// fused attention and norm kernels: fastest on NVIDIA GPUs, also runs on the CPU) or
-    /// coreml (graphs the CoreML provider takes whole: static shapes, int32 ids, float masks).
-    #[arg(long, value_enum, default_value = "portable")]
+    /// fused (the decoder step written with ONNX Runtime's fused attention and norm kernels:
+    /// the fastest on the CPU and CUDA providers), portable (standard ONNX operators only: any
+    /// ONNX runtime, and float32 on CUDA) or coreml (graphs the CoreML provider takes whole:
+    /// static shapes, int32 ids, float masks).
+    #[arg(long, value_enum, default_value = "fused")]
     target: TargetArg,
     /// Encoder text length; texts are padded to it (default: the model's, 1024).
     #[arg(long)]
@@ -58,8 +59,8 @@ struct Args {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum TargetArg {
+    Fused,
     Portable,
-    Cuda,
     Coreml,
 }
 
@@ -150,11 +151,11 @@ fn main() -> Result<ExitCode> {
         target: match args.target {
             TargetArg::Portable => Target::Portable,
             TargetArg::Coreml => Target::CoreMl,
-            TargetArg::Cuda => Target::Cuda,
+            TargetArg::Fused => Target::Fused,
         },
         dtype: match args.dtype.unwrap_or(match args.target {
-            TargetArg::Portable => Precision::F32,
-            TargetArg::Coreml | TargetArg::Cuda => Precision::F16,
+            TargetArg::Portable | TargetArg::Fused => Precision::F32,
+            TargetArg::Coreml => Precision::F16,
         }) {
             Precision::F32 => DType::F32,
             Precision::F16 => DType::F16,

@@ -247,7 +247,7 @@ pub fn self_attention_step_rows(
 
 /// Cross-attention K (transposed, `[B,KV,d,T]`) and V (`[B,KV,T,d]`) from the encoder output
 /// `[B,T,E]`: computed once per utterance by the encoder graph.
-/// With `k_transposed` false (the cuda target's fused attention), K is `[B,KV,T,d]` like V.
+/// With `k_transposed` false (the fused target's fused attention), K is `[B,KV,T,d]` like V.
 pub fn cross_kv(
     b: &mut Builder,
     w: &Weights,
@@ -308,7 +308,7 @@ pub fn cross_attention_step(
     out_proj(b, w, &attn, heads, dim)
 }
 
-/// The per-step inputs of the fused (cuda target) self-attention: the position as
+/// The per-step inputs of the fused (fused target) self-attention: the position as
 /// `seqlens_k` int32 `[B]`, `total_len` int32 scalar (the cache size: the buffer is shared),
 /// and the RoPE tables `[F, d/2]` in the bundle dtype.
 pub struct FusedStep {

@@ -1,5 +1,5 @@
 //! ONNX Runtime's fused contrib operators (domain `com.microsoft`) used by the
-//! [`Target::Cuda`](crate::Target::Cuda) decoder step: one kernel where the portable graph has
+//! [`Target::Fused`](crate::Target::Fused) decoder step: one kernel where the portable graph has
 //! a dozen small ones. Their CPU kernels compute the same functions (float32 included), which
 //! is how the parity tests check these graphs without a GPU.
 //!

@@ -109,7 +109,7 @@ fn layer_heads(cfg: &DiaConfig) -> (Heads, Heads) {
     )
 }
 
-/// A decoder layer of the cuda target. The residual stream arrives as `(x, pending)`: the
+/// A decoder layer of the fused target. The residual stream arrives as `(x, pending)`: the
 /// previous layer's MLP output is added by this layer's first fused skip-norm, so every
 /// residual add and the RMSNorm after it are one `SkipSimplifiedLayerNormalization`.
 /// Returns `(x, pending)` for the next layer, and the present K/V.
@@ -218,7 +218,7 @@ fn logits(
 /// text, -30000 on padding) instead of `cross_mask`; the outputs are `logits`, `new_k_{i}`
 /// `[2, KV, d, 1]` and `new_v_{i}` `[2, KV, 1, d]`.
 ///
-/// For [`Target::Cuda`] see [`build_decoder_step_fused`].
+/// For [`Target::Fused`] see [`build_decoder_step_fused`].
 pub fn build_decoder_step(
     b: &mut Builder,
     w: &Weights,
@@ -227,7 +227,7 @@ pub fn build_decoder_step(
     max_frames: usize,
     target: Target,
 ) -> Result<(), CheckpointError> {
-    if target == Target::Cuda {
+    if target == Target::Fused {
         return build_decoder_step_fused(b, w, cfg, max_frames);
     }
     let coreml = target == Target::CoreMl;
@@ -322,7 +322,7 @@ pub fn build_decoder_step(
     Ok(())
 }
 
-/// The [`Target::Cuda`] step: the same model with ONNX Runtime's fused contrib kernels.
+/// The [`Target::Fused`] step: the same model with ONNX Runtime's fused contrib kernels.
 ///
 /// Inputs: `tokens` int64 `[2, C]`; `step` int32 `[2]`, this step's position for each CFG row
 /// (`GroupQueryAttention`'s `seqlens_k`: the number of filled cache slots); `cross_bias`

@@ -27,7 +27,7 @@ use crate::Target;
 pub const PAIR: i64 = 2;
 
 /// RMSNorm of `x` cast to the bundle dtype: the float32 pattern (which ONNX Runtime fuses),
-/// or for the cuda target the fused kernel written out, weight in the bundle dtype.
+/// or for the fused target the fused kernel written out, weight in the bundle dtype.
 fn norm(
     b: &mut Builder,
     w: &Weights,
@@ -37,7 +37,7 @@ fn norm(
     target: Target,
 ) -> Result<Value, CheckpointError> {
     let dim = *x.shape.last().unwrap() as usize;
-    if target == Target::Cuda {
+    if target == Target::Fused {
         let g = w.norm_in_dtype(b, name, dim)?;
         Ok(b.scoped("rms_norm", |b| b.simplified_layer_norm(x, &g, eps)))
     } else {
@@ -160,7 +160,7 @@ pub fn build_encoder(
     }
     // The states leave in float32 (the reference's encoder output) and feed the cross K/V
     // projections in the bundle dtype.
-    let states = if target == Target::Cuda {
+    let states = if target == Target::Fused {
         let s = b.scoped("encoder", |b| norm(b, &enc, "norm", &x, e.norm_eps, target))?;
         let f = b.cast(&s, DType::F32);
         let f = b.output_dyn(&f, "encoder_states", dims);
@@ -184,7 +184,7 @@ pub fn build_encoder(
     };
     for i in 0..d.num_hidden_layers {
         let cw = w.pp(format!("decoder.layers.{i}.cross_attention"));
-        let (k, v) = cross_kv(b, &cw, &states, heads, target != Target::Cuda)?;
+        let (k, v) = cross_kv(b, &cw, &states, heads, target != Target::Fused)?;
         b.output_dyn(&k, &format!("cross_k_{i}"), dims);
         b.output_dyn(&v, &format!("cross_v_{i}"), dims);
     }

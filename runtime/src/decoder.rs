@@ -89,7 +89,7 @@ struct DeviceIo {
 }
 
 /// The step position input: int64 `[1]` (portable graphs) or int32 `[2]`, one per CFG row
-/// (cuda-target graphs: `GroupQueryAttention`'s `seqlens_k`).
+/// (fused-target graphs: `GroupQueryAttention`'s `seqlens_k`).
 fn step_input(alloc: &Allocator, fused: bool) -> Result<DynTensor, RuntimeError> {
     Ok(if fused {
         Tensor::<i32>::new(alloc, [2usize])?.upcast()
@@ -218,7 +218,7 @@ fn cross_mask(
     let bias = |i: usize| if keep(i) { 0.0 } else { MASK_BIAS };
     Ok(if model.is_coreml_target() {
         Tensor::<f32>::from_array(([2usize, t], (0..2 * t).map(bias).collect::<Vec<_>>()))?.upcast()
-    } else if model.is_cuda_target() {
+    } else if model.is_fused_target() {
         float_tensor(dtype, vec![2, 1, 1, t], (0..2 * t).map(bias).collect())?
     } else {
         Tensor::<bool>::from_array(([2usize, t], (0..2 * t).map(keep).collect::<Vec<_>>()))?
@@ -234,7 +234,7 @@ fn padded_cross(
     t: usize,
 ) -> Result<Vec<DynTensor>, RuntimeError> {
     // Portable and coreml graphs keep cross K transposed; the fused attention takes it as V is.
-    let k_transposed = !model.is_cuda_target();
+    let k_transposed = !model.is_fused_target();
     let layers = model.config().decoder_config.num_hidden_layers;
     let mut out = Vec::with_capacity(2 * layers + 1);
     for i in 0..layers {
@@ -261,7 +261,7 @@ impl StepState {
         let cfg = &m.config;
         let d = &cfg.decoder_config;
         let dtype = element_type(&m.dtype)?;
-        let fused = model.is_cuda_target();
+        let fused = model.is_fused_target();
         let coreml = model.is_coreml_target();
         let decoder = model.decoder_session();
         let cuda = model.provider() == ExecutionProvider::Cuda;

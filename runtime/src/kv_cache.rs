@@ -122,7 +122,7 @@ pub struct KvCache {
 impl KvCache {
     /// Zeroed caches: slots past the current step are masked, but must hold finite values
     /// (0 · NaN is NaN in the attention product). K is `[B, KV, d, F]` when `k_transposed`
-    /// (portable and coreml graphs), else `[B, KV, F, d]` like V (cuda-target graphs).
+    /// (portable and coreml graphs), else `[B, KV, F, d]` like V (fused-target graphs).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         place: &Placement,

@@ -149,13 +149,14 @@ impl DiaModel {
         )?;
         let mut warnings: Vec<String> = decoder.warning.iter().cloned().collect();
         if decoder.provider == ExecutionProvider::Cuda
-            && manifest.target == "cuda"
+            && manifest.target == "fused"
             && manifest.dtype == "float32"
         {
             // ONNX Runtime then runs GroupQueryAttention on the CPU, copying every step.
             warnings.push(
-                "this float32 cuda-target bundle is for the CPU provider: CUDA has no float32 \
-                 GroupQueryAttention; export with --target cuda --dtype f16 for the GPU"
+                "this float32 fused bundle runs GroupQueryAttention on the CPU (CUDA has no \
+                 float32 kernel for it): export with --dtype f16 (or bf16) for the GPU, or \
+                 --target portable for float32 on CUDA"
                     .into(),
             );
         }
@@ -203,9 +204,9 @@ impl DiaModel {
         self.manifest.target == "coreml"
     }
 
-    /// Whether the bundle was exported with `--target cuda` (fused attention kernels).
-    pub fn is_cuda_target(&self) -> bool {
-        self.manifest.target == "cuda"
+    /// Whether the bundle was exported with `--target fused` (fused attention kernels).
+    pub fn is_fused_target(&self) -> bool {
+        self.manifest.target == "fused"
     }
 
     /// Whether utterances share one decoder state (see [`ModelOptions::reuse_state`]).
@@ -214,12 +215,12 @@ impl DiaModel {
     }
 
     /// The text length the decoder step runs at for a text of `len` tokens: the bundle's
-    /// maximum for fixed-shape steps; for cuda-target bundles (dynamic text length) the
+    /// maximum for fixed-shape steps; for fused-target bundles (dynamic text length) the
     /// smallest of 32, 64, 128, ... that holds it, since cross-attention reads every padded
     /// position each step while a few buckets keep the CUDA graphs and buffers few.
     pub fn text_bucket(&self, len: usize) -> usize {
         let max = self.manifest.max_text_len;
-        if !self.is_cuda_target() {
+        if !self.is_fused_target() {
             return max;
         }
         let mut t = 32;

@@ -288,7 +288,7 @@ fn manifest_versions_and_targets_are_checked() {
     .unwrap_err()
     .to_string();
     assert!(
-        e.contains("`tpu`") && e.contains("portable, cuda, coreml"),
+        e.contains("`tpu`") && e.contains("portable, fused, coreml"),
         "{e}"
     );
 }

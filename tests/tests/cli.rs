@@ -63,12 +63,16 @@ fn export_cli_writes_manifest_with_every_io() {
     let m = dia_bundle::Manifest::load(&out).unwrap();
     assert_eq!(m.max_frames, 128);
     assert_eq!(m.source_layout, "nari");
+    // The default: fused kernels, float32.
+    assert_eq!((m.target.as_str(), m.dtype.as_str()), ("fused", "float32"));
     let dec = &m.graphs.decoder_step;
     let layers = m.config.decoder_config.num_hidden_layers;
-    // tokens, step, cross_mask + 4 per layer; logits + 2 per layer.
+    // tokens, step, cross_bias + 4 per layer; logits + 2 per layer.
     assert_eq!(dec.inputs.len(), 3 + 4 * layers);
     assert_eq!(dec.outputs.len(), 1 + 2 * layers);
-    assert_eq!(dec.input("self_k_0").unwrap().shape, vec![2, 2, 16, 128]);
+    // K stored like V, [pair, kv heads, frames, head dim]; the text length is dynamic.
+    assert_eq!(dec.input("self_k_0").unwrap().shape, vec![2, 2, 128, 16]);
+    assert_eq!(dec.input("cross_k_0").unwrap().shape, vec![2, 8, -1, 16]);
     assert_eq!(dec.output("logits").unwrap().shape, vec![2, 9, 1028]);
     for f in [
         "encoder.onnx",

@@ -1,4 +1,4 @@
-//! `dia-export --target cuda`: the decoder step written with ONNX Runtime's fused contrib
+//! `dia-export --target fused`: the decoder step written with ONNX Runtime's fused contrib
 //! kernels (GroupQueryAttention, MultiHeadAttention, SkipSimplifiedLayerNormalization). The
 //! GPU figures are in benchmarks/gpu.md; here the same graphs run on the CPU provider, whose
 //! kernels compute the same functions, against the reference.
@@ -13,11 +13,11 @@ use dia_run::{DiaModel, ModelOptions};
 use dia_tests::{assert_greedy_cases, bundle, fixtures, scratch, teacher_forced_errors};
 use prost::Message;
 
-fn cuda_bundle(dtype: DType) -> PathBuf {
+fn fused_bundle(dtype: DType) -> PathBuf {
     // Tests run in parallel: export each bundle once.
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let out = scratch().join(format!("bundle-cuda-{}", dtype.name()));
+    let out = scratch().join(format!("bundle-fused-{}", dtype.name()));
     if !out.join("manifest.json").is_file() {
         export(&ExportOptions {
             checkpoint: fixtures().join("tiny-nari"),
@@ -27,7 +27,7 @@ fn cuda_bundle(dtype: DType) -> PathBuf {
             max_frames: None,
             dac: None,
             quantize: None,
-            target: Target::Cuda,
+            target: Target::Fused,
         })
         .unwrap();
     }
@@ -47,7 +47,7 @@ fn op_counts(bundle: &std::path::Path) -> HashMap<String, usize> {
 #[test]
 fn cuda_step_is_written_with_the_fused_kernels() {
     let layers = 2; // the tiny fixture's decoder
-    let fused = op_counts(&cuda_bundle(DType::F16));
+    let fused = op_counts(&fused_bundle(DType::F16));
     assert_eq!(fused["GroupQueryAttention"], layers);
     assert_eq!(fused["MultiHeadAttention"], layers);
     // Three per layer (each residual add with the next norm) and the final norm.
@@ -57,7 +57,7 @@ fn cuda_step_is_written_with_the_fused_kernels() {
     }
     let portable = op_counts(&bundle("tiny-nari"));
     let (n_fused, n_portable): (usize, usize) = (fused.values().sum(), portable.values().sum());
-    eprintln!("decoder step nodes: cuda target {n_fused}, portable {n_portable}");
+    eprintln!("decoder step nodes: fused target {n_fused}, portable {n_portable}");
     assert!(
         n_fused * 2 < n_portable,
         "{n_fused} nodes is not well under the portable step's {n_portable}"
@@ -66,9 +66,9 @@ fn cuda_step_is_written_with_the_fused_kernels() {
 
 #[test]
 fn cuda_step_runs_at_the_shortest_text_bucket() {
-    // Cross-attention reads every padded text position each step: cuda bundles take the text
+    // Cross-attention reads every padded text position each step: fused bundles take the text
     // length as a dynamic dim and the runtime pads to 32, 64, 128, ... (capped at the maximum).
-    let model = DiaModel::load(&cuda_bundle(DType::F32), &ModelOptions::default()).unwrap();
+    let model = DiaModel::load(&fused_bundle(DType::F32), &ModelOptions::default()).unwrap();
     let max = model.manifest().max_text_len;
     assert_eq!(max, 64);
     let buckets: Vec<usize> = [1, 26, 32, 33, 61, 64].map(|n| model.text_bucket(n)).into();
@@ -92,11 +92,11 @@ fn cuda_step_runs_at_the_shortest_text_bucket() {
 fn cuda_graphs_compute_the_reference_model() {
     // float32 on the CPU provider: the reference's logits and greedy codes (EOS and voice
     // prompt included), token for token; the texts run at text buckets 32 and 64.
-    let model = DiaModel::load(&cuda_bundle(DType::F32), &ModelOptions::default()).unwrap();
-    assert!(model.is_cuda_target());
+    let model = DiaModel::load(&fused_bundle(DType::F32), &ModelOptions::default()).unwrap();
+    assert!(model.is_fused_target());
     let errs = teacher_forced_errors(&model);
     let worst = errs.iter().cloned().fold(0f32, f32::max);
-    eprintln!("cuda target float32 vs reference: max rel logit err {worst:e}");
+    eprintln!("fused target float32 vs reference: max rel logit err {worst:e}");
     assert!(worst < 1e-4, "{worst}");
     assert_greedy_cases(&model, "cuda-f32");
 }
@@ -110,7 +110,7 @@ fn utterances_sharing_one_decoder_state_match_the_reference() {
         reuse_state: true,
         ..ModelOptions::default()
     };
-    for bundle in [cuda_bundle(DType::F32), bundle("tiny-nari")] {
+    for bundle in [fused_bundle(DType::F32), bundle("tiny-nari")] {
         let model = DiaModel::load(&bundle, &opts).unwrap();
         assert!(model.reuse_state());
         assert_greedy_cases(&model, "shared state");
@@ -120,10 +120,10 @@ fn utterances_sharing_one_decoder_state_match_the_reference() {
 
 #[test]
 fn cuda_float16_stays_close_to_the_reference() {
-    let model = DiaModel::load(&cuda_bundle(DType::F16), &ModelOptions::default()).unwrap();
+    let model = DiaModel::load(&fused_bundle(DType::F16), &ModelOptions::default()).unwrap();
     let errs = teacher_forced_errors(&model);
     let worst = errs.iter().cloned().fold(0f32, f32::max);
-    eprintln!("cuda target float16 vs reference: max rel logit err {worst:.5}");
+    eprintln!("fused target float16 vs reference: max rel logit err {worst:.5}");
     // float16 rounding (the portable float16 bundle measures about the same), not a wiring
     // error, which is of order 1.
     assert!(worst < 0.02, "{worst}");
