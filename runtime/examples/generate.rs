@@ -1,7 +1,7 @@
 //! Embedding dia-run: load a bundle once, then generate from several threads at once.
 //!
 //! ```sh
-//! cargo run --release -p dia-run --example generate -- BUNDLE_DIR [OUT_DIR]
+//! cargo run --release -p dia-run --example generate -- BUNDLE_DIR [OUT_DIR] [--ep EP] [--cuda-graph]
 //! ```
 //! Writes `OUT_DIR/line-N.wav` (or `.npy` codes when the bundle has no DAC codec).
 
@@ -12,16 +12,27 @@ use dia_run::audio::{write_wav, WavFormat};
 use dia_run::{DiaModel, GenerateOptions, ModelOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut opts = ModelOptions::default();
+    let mut positional = Vec::new();
     let mut args = std::env::args().skip(1);
-    let bundle = PathBuf::from(args.next().ok_or("usage: generate BUNDLE_DIR [OUT_DIR]")?);
-    let out = PathBuf::from(args.next().unwrap_or_else(|| ".".into()));
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--ep" => opts.provider = args.next().ok_or("--ep needs a provider")?.parse()?,
+            "--cuda-graph" => opts.cuda_graph = true,
+            _ => positional.push(a),
+        }
+    }
+    let mut positional = positional.into_iter();
+    let usage = "usage: generate BUNDLE_DIR [OUT_DIR] [--ep EP] [--cuda-graph]";
+    let bundle = PathBuf::from(positional.next().ok_or(usage)?);
+    let out = PathBuf::from(positional.next().unwrap_or_else(|| ".".into()));
     std::fs::create_dir_all(&out)?;
 
     // Load once: sessions, weights and the manifest are shared by every generation.
-    let model = Arc::new(DiaModel::load(&bundle, &ModelOptions::default())?);
+    let model = Arc::new(DiaModel::load(&bundle, &opts)?);
     let lines = [
         "[S1] Good morning.",
-        "[S2] Morning! (laughs)",
+        "[S2] Morning! I brought coffee and the notes. (laughs)",
         "[S1] Ready?",
     ];
 
@@ -38,7 +49,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     seed: Some(i as u64),
                     ..GenerateOptions::default()
                 };
-                // Each call has its own decoder state; the model itself is shared.
+                // Each call has its own decoder state (with --cuda-graph they take turns on the
+                // model's); the model itself is shared.
                 let gen = model.generate(&line, &opts, |_| {})?;
                 if model.has_codec() {
                     let audio = model.decode_audio(&gen.codes)?;
