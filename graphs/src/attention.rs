@@ -10,7 +10,7 @@ use crate::builder::{Builder, DType, Value};
 use crate::checkpoint::CheckpointError;
 use crate::contrib::GqaHeads;
 use crate::rope::apply_rope;
-use crate::weights::Weights;
+use crate::weights::{Linear, Weights};
 
 /// Head counts of one attention block.
 #[derive(Clone, Copy, Debug)]
@@ -79,6 +79,25 @@ fn step_qkv(
     )
 }
 
+/// q, k and v projections fused column-wise into one `[in, (H + 2·KV)·d]` kernel.
+fn qkv_weights(
+    b: &mut Builder,
+    w: &Weights,
+    heads: Heads,
+    input: usize,
+) -> Result<Linear, CheckpointError> {
+    let (h, kv, d) = (heads.q, heads.kv, heads.dim);
+    w.fused_linear(
+        b,
+        "qkv_proj",
+        &[
+            ("q_proj", &[input, h, d]),
+            ("k_proj", &[input, kv, d]),
+            ("v_proj", &[input, kv, d]),
+        ],
+    )
+}
+
 /// Projects `x` `[B, S, in]` with a fused q|k|v kernel into q `[B,S,H,d]`, k and v `[B,S,KV,d]`.
 fn qkv(
     b: &mut Builder,
@@ -88,15 +107,7 @@ fn qkv(
     input: usize,
 ) -> Result<(Value, Value, Value), CheckpointError> {
     let (h, kv, d) = (heads.q, heads.kv, heads.dim);
-    let wqkv = w.fused_linear(
-        b,
-        "qkv_proj",
-        &[
-            ("q_proj", &[input, h, d]),
-            ("k_proj", &[input, kv, d]),
-            ("v_proj", &[input, kv, d]),
-        ],
-    )?;
+    let wqkv = qkv_weights(b, w, heads, input)?;
     let (bsz, s) = (x.shape[0], x.shape[1]);
     Ok(b.scoped(w.prefix(), |b| {
         let y = wqkv.apply(b, x);
@@ -333,15 +344,7 @@ pub fn self_attention_step_fused(
 ) -> Result<(Value, Value, Value), CheckpointError> {
     let dim = x.shape[2] as usize;
     let (h, kv, d) = (heads.q, heads.kv, heads.dim);
-    let wqkv = w.fused_linear(
-        b,
-        "qkv_proj",
-        &[
-            ("q_proj", &[dim, h, d]),
-            ("k_proj", &[dim, kv, d]),
-            ("v_proj", &[dim, kv, d]),
-        ],
-    )?;
+    let wqkv = qkv_weights(b, w, heads, dim)?;
     let (attn, present_k, present_v) = b.scoped(w.prefix(), |b| {
         let qkv = wqkv.apply(b, x);
         b.group_query_attention(

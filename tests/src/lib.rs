@@ -180,3 +180,27 @@ pub fn assert_greedy_cases(model: &dia_run::DiaModel, label: &str) {
         assert_eq!(gen.eos_step, eos, "{label}/{name}: EOS step");
     }
 }
+
+/// A bundle of the tiny nari fixture for `target` and `dtype` (with the codec of `dac` if
+/// given), exported once per test binary.
+pub fn target_bundle(target: dia_graphs::Target, dtype: DType, dac: Option<PathBuf>) -> PathBuf {
+    // Tests run in parallel: export each bundle once.
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let tag = if dac.is_some() { "-dac" } else { "" };
+    let out = scratch().join(format!("bundle-{}-{}{tag}", target.name(), dtype.name()));
+    if !out.join("manifest.json").is_file() {
+        export(&ExportOptions {
+            checkpoint: fixtures().join("tiny-nari"),
+            out: out.clone(),
+            dtype,
+            max_text_len: None,
+            max_frames: None,
+            dac,
+            quantize: None,
+            target,
+        })
+        .unwrap_or_else(|e| panic!("export {}: {e}", target.name()));
+    }
+    out
+}

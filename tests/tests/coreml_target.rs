@@ -4,37 +4,14 @@
 use std::path::PathBuf;
 
 use dia_export::coreml_check::check_bundle;
-use dia_export::{export, ExportOptions};
 use dia_graphs::{DType, Target};
 use dia_run::{DiaModel, ModelOptions};
 use dia_tests::{
-    assert_greedy_cases, fixtures, rel_err, run, scratch, stderr, teacher_forced_errors,
+    assert_greedy_cases, fixtures, rel_err, run, stderr, target_bundle, teacher_forced_errors,
 };
 
 fn coreml_bundle(dtype: DType) -> PathBuf {
-    coreml_bundle_with(dtype, None)
-}
-
-fn coreml_bundle_with(dtype: DType, dac: Option<PathBuf>) -> PathBuf {
-    // Tests run in parallel: export each bundle once.
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let tag = if dac.is_some() { "-dac" } else { "" };
-    let out = scratch().join(format!("bundle-coreml-{}{tag}", dtype.name()));
-    if !out.join("manifest.json").is_file() {
-        export(&ExportOptions {
-            checkpoint: fixtures().join("tiny-nari"),
-            out: out.clone(),
-            dtype,
-            max_text_len: None,
-            max_frames: None,
-            dac,
-            quantize: None,
-            target: Target::CoreMl,
-        })
-        .unwrap();
-    }
-    out
+    target_bundle(Target::CoreMl, dtype, None)
 }
 
 #[test]
@@ -83,7 +60,11 @@ fn coreml_float16_stays_close_to_the_reference() {
 
 #[test]
 fn coreml_dac_graphs_are_static_and_chunked_coding_matches_one_call() {
-    let b = coreml_bundle_with(DType::F32, Some(fixtures().join("tiny-dac")));
+    let b = target_bundle(
+        Target::CoreMl,
+        DType::F32,
+        Some(fixtures().join("tiny-dac")),
+    );
     let report = check_bundle(&b, "coreml").unwrap();
     assert_eq!(
         report.len(),

@@ -6,32 +6,14 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use dia_export::{export, ExportOptions};
 use dia_graphs::onnx::ModelProto;
 use dia_graphs::{DType, Target};
 use dia_run::{DiaModel, ModelOptions};
-use dia_tests::{assert_greedy_cases, bundle, fixtures, scratch, teacher_forced_errors};
+use dia_tests::{assert_greedy_cases, bundle, target_bundle, teacher_forced_errors};
 use prost::Message;
 
 fn fused_bundle(dtype: DType) -> PathBuf {
-    // Tests run in parallel: export each bundle once.
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let out = scratch().join(format!("bundle-fused-{}", dtype.name()));
-    if !out.join("manifest.json").is_file() {
-        export(&ExportOptions {
-            checkpoint: fixtures().join("tiny-nari"),
-            out: out.clone(),
-            dtype,
-            max_text_len: None,
-            max_frames: None,
-            dac: None,
-            quantize: None,
-            target: Target::Fused,
-        })
-        .unwrap();
-    }
-    out
+    target_bundle(Target::Fused, dtype, None)
 }
 
 fn op_counts(bundle: &std::path::Path) -> HashMap<String, usize> {
