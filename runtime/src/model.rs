@@ -1,6 +1,8 @@
 //! A loaded bundle: manifest plus ONNX Runtime sessions. Load once, generate many times; a
 //! `DiaModel` is `Sync`, and each generation keeps its own state ([`crate::decoder::Utterance`]),
-//! so several threads can generate at once (their steps take turns on the sessions).
+//! so several threads can generate at once (their steps take turns on the sessions). With a
+//! CUDA graph (or [`ModelOptions::reuse_state`]) the model keeps one state per text bucket
+//! instead, since a captured graph replays fixed addresses; generations then take turns whole.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
