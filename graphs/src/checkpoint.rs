@@ -7,7 +7,7 @@
 //!   matrices `[out, in]` under a `model.` prefix, one merged decoder embedding table.
 //!
 //! Weights are addressed by their nari name and returned in the nari shape whatever the file's
-//! layout; the mapping from one layout to the other lives in [`transformers_source`], once.
+//! layout; the mapping from one layout to the other lives in `transformers_source`, once.
 //! Files are memory-mapped and tensors are decoded one at a time, so export streams weights.
 
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@
 //! logits (out) cross to the host each step.
 //!
 //! A captured CUDA graph replays the device addresses it was captured with, so in CUDA-graph
-//! mode (or with `ModelOptions::reuse_state`) the model keeps one [`StepState`] for its
+//! mode (or with `ModelOptions::reuse_state`) the model keeps one `StepState` for its
 //! lifetime and each utterance writes its cross K/V and mask into those same buffers
 //! (utterances then take turns). Otherwise each utterance allocates its own.
 
