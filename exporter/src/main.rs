@@ -40,7 +40,8 @@ struct Args {
     /// static shapes, int32 ids, float masks).
     #[arg(long, value_enum, default_value = "fused")]
     target: TargetArg,
-    /// Encoder text length; texts are padded to it (default: the model's, 1024).
+    /// Longest text in tokens (default: the model's, 1024). The portable and coreml steps pad
+    /// every text to it; the fused step pads to the shortest of 32, 64, 128, ... that holds it.
     #[arg(long)]
     max_text_len: Option<usize>,
     /// Most frames one generation can have: the decoder's cache length (default: the model's, 3072).
