@@ -106,6 +106,13 @@ pub fn run(name: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `dia-run --bundle BUNDLE ARGS...`.
+pub fn dia_run(bundle: &Path, args: &[&str]) -> Output {
+    let mut all = vec!["--bundle", bundle.to_str().expect("UTF-8 path")];
+    all.extend_from_slice(args);
+    run("dia-run", &all)
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }

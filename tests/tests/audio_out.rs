@@ -7,7 +7,7 @@ use std::path::Path;
 use dia_run::audio::{read_wav_mono, write_wav, WavFormat};
 use dia_run::{DiaModel, ModelOptions};
 use dia_tests::dac::dac_bundle;
-use dia_tests::{run, scratch, stderr};
+use dia_tests::{dia_run, scratch, stderr};
 use ndarray::{Array2, Array3};
 use ndarray_npy::read_npy;
 
@@ -28,8 +28,6 @@ fn text_to_wav_16_bit_and_float() {
         let wav = scratch().join(format!("speech{}.wav", flag.unwrap_or("")));
         let codes = scratch().join(format!("speech{}.npy", flag.unwrap_or("")));
         let mut args = vec![
-            "--bundle",
-            b.to_str().unwrap(),
             "--text",
             "[S1] Hello there. [S2] Hi!",
             "--seed",
@@ -43,7 +41,7 @@ fn text_to_wav_16_bit_and_float() {
             "--quiet",
         ];
         args.extend(flag);
-        let o = run("dia-run", &args);
+        let o = dia_run(&b, &args);
         assert!(o.status.success(), "{}", stderr(&o));
         let reader = hound::WavReader::open(&wav).unwrap();
         let spec = reader.spec();
@@ -114,11 +112,9 @@ fn voice_prompt_from_a_stereo_wav_at_another_rate() {
     w.finalize().unwrap();
 
     let codes = scratch().join("prompted.npy");
-    let o = run(
-        "dia-run",
+    let o = dia_run(
+        &b,
         &[
-            "--bundle",
-            b.to_str().unwrap(),
             "--text",
             "[S2] And now me.",
             "--prompt-audio",

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use dia_export::{export, ExportOptions};
 use dia_graphs::DType;
-use dia_tests::{bundle, fixtures, run, scratch, stderr};
+use dia_tests::{bundle, dia_run, fixtures, run, scratch, stderr};
 use safetensors::tensor::TensorView;
 use safetensors::SafeTensors;
 
@@ -159,30 +159,16 @@ fn cli_reports_bad_checkpoint_with_nonzero_exit() {
 fn run_rejects_empty_and_too_long_text() {
     let b = bundle("tiny-nari");
     let codes = scratch().join("never.npy");
-    let o = run(
-        "dia-run",
-        &[
-            "--bundle",
-            b.to_str().unwrap(),
-            "--text",
-            "  ",
-            "--save-codes",
-            codes.to_str().unwrap(),
-        ],
+    let o = dia_run(
+        &b,
+        &["--text", "  ", "--save-codes", codes.to_str().unwrap()],
     );
     assert!(!o.status.success());
     assert!(stderr(&o).contains("text is empty"), "{}", stderr(&o));
     let long = "[S1] ".to_string() + &"a".repeat(100);
-    let o = run(
-        "dia-run",
-        &[
-            "--bundle",
-            b.to_str().unwrap(),
-            "--text",
-            &long,
-            "--save-codes",
-            codes.to_str().unwrap(),
-        ],
+    let o = dia_run(
+        &b,
+        &["--text", &long, "--save-codes", codes.to_str().unwrap()],
     );
     assert!(!o.status.success());
     let e = stderr(&o);
@@ -195,17 +181,7 @@ fn run_rejects_missing_bundle_and_format_mismatch() {
     let missing = scratch().join("no-such-bundle");
     let codes = scratch().join("never2.npy");
     let codes = codes.to_str().unwrap();
-    let o = run(
-        "dia-run",
-        &[
-            "--bundle",
-            missing.to_str().unwrap(),
-            "--text",
-            "[S1] Hi.",
-            "--save-codes",
-            codes,
-        ],
-    );
+    let o = dia_run(&missing, &["--text", "[S1] Hi.", "--save-codes", codes]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("no-such-bundle"), "{}", stderr(&o));
 
@@ -226,17 +202,7 @@ fn run_rejects_missing_bundle_and_format_mismatch() {
         ),
     )
     .unwrap();
-    let o = run(
-        "dia-run",
-        &[
-            "--bundle",
-            b.to_str().unwrap(),
-            "--text",
-            "[S1] Hi.",
-            "--save-codes",
-            codes,
-        ],
-    );
+    let o = dia_run(&b, &["--text", "[S1] Hi.", "--save-codes", codes]);
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(
@@ -246,17 +212,7 @@ fn run_rejects_missing_bundle_and_format_mismatch() {
 
     fs::remove_file(b.join("decoder_step.weights")).unwrap();
     fs::write(b.join("manifest.json"), m).unwrap();
-    let o = run(
-        "dia-run",
-        &[
-            "--bundle",
-            b.to_str().unwrap(),
-            "--text",
-            "[S1] Hi.",
-            "--save-codes",
-            codes,
-        ],
-    );
+    let o = dia_run(&b, &["--text", "[S1] Hi.", "--save-codes", codes]);
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(

@@ -1,7 +1,7 @@
 //! The `dia-run` command line is a contract: this exact invocation writes the reference's
 //! greedy codes as int64 .npy.
 
-use dia_tests::{bundle, reference, run, scratch, stderr, texts};
+use dia_tests::{bundle, dia_run, reference, run, scratch, stderr, texts};
 use ndarray::Array2;
 use ndarray_npy::read_npy;
 
@@ -20,11 +20,9 @@ fn contract_command_line_writes_reference_codes() {
     for layout in ["tiny-nari", "tiny-hf"] {
         let out = scratch().join(format!("codes-{layout}.npy"));
         let b = bundle(layout);
-        let o = run(
-            "dia-run",
+        let o = dia_run(
+            &b,
             &[
-                "--bundle",
-                b.to_str().unwrap(),
                 "--text",
                 case["text"].as_str().unwrap(),
                 "--temperature",

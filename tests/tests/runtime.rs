@@ -5,7 +5,7 @@ use std::fs;
 use std::sync::Arc;
 
 use dia_run::{DiaModel, GenerateOptions, ModelOptions};
-use dia_tests::{bundle, reference, run, scratch, stderr, texts};
+use dia_tests::{bundle, dia_run, reference, scratch, stderr, texts};
 use ndarray::Array2;
 use ndarray_npy::read_npy;
 
@@ -64,11 +64,9 @@ fn one_model_generates_from_several_threads() {
 fn unavailable_provider_falls_back_to_cpu_with_a_reason() {
     let b = bundle("tiny-nari");
     let codes = scratch().join("coreml.npy");
-    let o = run(
-        "dia-run",
+    let o = dia_run(
+        &b,
         &[
-            "--bundle",
-            b.to_str().unwrap(),
             "--text",
             "[S1] Hi.",
             "--max-tokens",
@@ -97,11 +95,9 @@ fn non_utf8_text_file_is_refused() {
     let f = scratch().join("latin1.txt");
     fs::write(&f, b"[S1] caf\xe9").unwrap();
     let codes = scratch().join("latin1.npy");
-    let o = run(
-        "dia-run",
+    let o = dia_run(
+        &b,
         &[
-            "--bundle",
-            b.to_str().unwrap(),
             "--text-file",
             f.to_str().unwrap(),
             "--save-codes",
@@ -121,17 +117,7 @@ fn non_utf8_text_file_is_refused() {
 fn wav_output_without_codec_says_how_to_export_it() {
     let b = bundle("tiny-nari");
     let wav = scratch().join("nocodec.wav");
-    let o = run(
-        "dia-run",
-        &[
-            "--bundle",
-            b.to_str().unwrap(),
-            "--text",
-            "[S1] Hi.",
-            "--out",
-            wav.to_str().unwrap(),
-        ],
-    );
+    let o = dia_run(&b, &["--text", "[S1] Hi.", "--out", wav.to_str().unwrap()]);
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(
@@ -144,11 +130,9 @@ fn wav_output_without_codec_says_how_to_export_it() {
 #[test]
 fn unwritable_output_is_refused_before_work() {
     let b = bundle("tiny-nari");
-    let o = run(
-        "dia-run",
+    let o = dia_run(
+        &b,
         &[
-            "--bundle",
-            b.to_str().unwrap(),
             "--text",
             "[S1] Hi.",
             "--save-codes",
@@ -169,11 +153,9 @@ fn prompt_that_is_not_a_wav_is_refused() {
     let f = scratch().join("voice.wav");
     fs::write(&f, b"ID3\x04 not a wav at all").unwrap();
     let codes = scratch().join("prompt.npy");
-    let o = run(
-        "dia-run",
+    let o = dia_run(
+        &b,
         &[
-            "--bundle",
-            b.to_str().unwrap(),
             "--text",
             "[S2] Hi.",
             "--prompt-audio",
