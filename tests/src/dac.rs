@@ -76,38 +76,6 @@ pub fn encode(session: &mut Session, wave: &[f32]) -> (Vec<i64>, Vec<i64>) {
     (shape.to_vec(), data.to_vec())
 }
 
-/// A copy of a codec fixture whose tensors pass through `edit` (name, shape, bytes; `None`
-/// drops the tensor).
-pub fn edited_dac(
-    layout: &str,
-    tag: &str,
-    edit: impl Fn(&str, Vec<usize>, &[u8]) -> Option<(Vec<usize>, Vec<u8>)>,
-) -> PathBuf {
-    use safetensors::tensor::TensorView;
-    let src = fixtures().join(layout);
-    let dir = scratch().join(format!("bad-{layout}-{tag}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
-    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut kept: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (name, view) in st.tensors() {
-        if let Some((shape, data)) = edit(&name, view.shape().to_vec(), view.data()) {
-            kept.push((name, view.dtype(), shape, data));
-        }
-    }
-    let views: Vec<(String, TensorView)> = kept
-        .iter()
-        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
-        .collect();
-    std::fs::write(
-        dir.join("model.safetensors"),
-        safetensors::serialize(views, &None).unwrap(),
-    )
-    .unwrap();
-    dir
-}
-
 /// Exports tiny-nari with `--dac dac`, which must fail; checks nothing was left behind and
 /// returns the error message.
 pub fn dac_export_err(dac: &Path) -> String {

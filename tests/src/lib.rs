@@ -211,3 +211,35 @@ pub fn target_bundle(target: dia_graphs::Target, dtype: DType, dac: Option<PathB
     }
     out
 }
+
+/// A copy of the checkpoint fixture `fixture` (a Dia or DAC one) whose tensors pass through
+/// `edit` (name, shape, bytes; `None` drops the tensor), written under the scratch dir.
+pub fn edited_fixture(
+    fixture: &str,
+    tag: &str,
+    edit: impl Fn(&str, Vec<usize>, &[u8]) -> Option<(Vec<usize>, Vec<u8>)>,
+) -> PathBuf {
+    use safetensors::tensor::TensorView;
+    let src = fixtures().join(fixture);
+    let dir = scratch().join(format!("bad-{fixture}-{tag}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut kept: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, view) in st.tensors() {
+        if let Some((shape, data)) = edit(&name, view.shape().to_vec(), view.data()) {
+            kept.push((name, view.dtype(), shape, data));
+        }
+    }
+    let views: Vec<(String, TensorView)> = kept
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    std::fs::write(
+        dir.join("model.safetensors"),
+        safetensors::serialize(views, &None).unwrap(),
+    )
+    .unwrap();
+    dir
+}

@@ -1,40 +1,11 @@
 //! Bad checkpoints and bad arguments give specific errors, a non-zero exit and nothing written.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use dia_export::{export, ExportOptions};
 use dia_graphs::DType;
-use dia_tests::{bundle, dia_run, fixtures, run, scratch, stderr};
-use safetensors::tensor::TensorView;
-use safetensors::SafeTensors;
-
-/// A copy of a fixture checkpoint whose tensors pass through `edit` (name, shape, bytes).
-fn edited(
-    layout: &str,
-    tag: &str,
-    edit: impl Fn(&str, Vec<usize>, &[u8]) -> Option<(Vec<usize>, Vec<u8>)>,
-) -> PathBuf {
-    let src = fixtures().join(layout);
-    let dir = scratch().join(format!("bad-{layout}-{tag}"));
-    fs::create_dir_all(&dir).unwrap();
-    fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
-    let bytes = fs::read(src.join("model.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let mut kept: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (name, view) in st.tensors() {
-        if let Some((shape, data)) = edit(&name, view.shape().to_vec(), view.data()) {
-            kept.push((name, view.dtype(), shape, data));
-        }
-    }
-    let views: Vec<(String, TensorView)> = kept
-        .iter()
-        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
-        .collect();
-    let out = safetensors::serialize(views, &None).unwrap();
-    fs::write(dir.join("model.safetensors"), out).unwrap();
-    dir
-}
+use dia_tests::{bundle, dia_run, edited_fixture, fixtures, run, scratch, stderr};
 
 fn export_err(ckpt: &Path) -> String {
     // A parent of its own, so no concurrent export shows up in the leftover check.
@@ -71,7 +42,7 @@ fn export_err(ckpt: &Path) -> String {
 
 #[test]
 fn missing_tensor_is_named_with_its_shape() {
-    let dir = edited("tiny-nari", "missing", |n, s, b| {
+    let dir = edited_fixture("tiny-nari", "missing", |n, s, b| {
         (n != "decoder.layers.1.mlp.wo.weight").then(|| (s, b.to_vec()))
     });
     let err = export_err(&dir);
@@ -81,7 +52,7 @@ fn missing_tensor_is_named_with_its_shape() {
     );
     assert!(err.contains("[64, 32]"), "{err}");
 
-    let dir = edited("tiny-hf", "missing", |n, s, b| {
+    let dir = edited_fixture("tiny-hf", "missing", |n, s, b| {
         (n != "model.decoder.embeddings.embed.weight").then(|| (s, b.to_vec()))
     });
     let err = export_err(&dir);
@@ -94,7 +65,7 @@ fn missing_tensor_is_named_with_its_shape() {
 
 #[test]
 fn wrong_shape_names_tensor_and_both_shapes() {
-    let dir = edited("tiny-nari", "shape", |n, s, b| {
+    let dir = edited_fixture("tiny-nari", "shape", |n, s, b| {
         if n == "encoder.layers.0.self_attention.k_proj.weight" {
             // [32, 4, 16] -> [32, 2, 32]: same bytes, wrong shape.
             Some((vec![s[0], 2, 32], b.to_vec()))

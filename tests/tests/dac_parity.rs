@@ -3,10 +3,8 @@
 //! and bad codec checkpoints.
 
 use dia_bundle::Manifest;
-use dia_tests::dac::{
-    dac_bundle, dac_export_err, decode, edited_dac, encode, session, DAC_LAYOUTS,
-};
-use dia_tests::{fixtures, reference, rel_err, run, scratch, stderr};
+use dia_tests::dac::{dac_bundle, dac_export_err, decode, encode, session, DAC_LAYOUTS};
+use dia_tests::{edited_fixture, fixtures, reference, rel_err, run, scratch, stderr};
 use ndarray::{Array2, Array3};
 use ndarray_npy::read_npy;
 
@@ -139,7 +137,7 @@ fn encoder_pads_nothing_and_counts_frames() {
 
 #[test]
 fn missing_dac_tensor_is_named_with_its_shape() {
-    let dir = edited_dac("tiny-dac", "missing", |n, s, b| {
+    let dir = edited_fixture("tiny-dac", "missing", |n, s, b| {
         (n != "decoder.block.0.conv_t1.weight").then(|| (s, b.to_vec()))
     });
     let err = dac_export_err(&dir);
@@ -152,7 +150,7 @@ fn missing_dac_tensor_is_named_with_its_shape() {
         "{err}"
     );
 
-    let dir = edited_dac("tiny-dac-descript", "missing", |n, s, b| {
+    let dir = edited_fixture("tiny-dac-descript", "missing", |n, s, b| {
         (n != "quantizer.quantizers.3.codebook.weight").then(|| (s, b.to_vec()))
     });
     let err = dac_export_err(&dir);
@@ -166,7 +164,7 @@ fn missing_dac_tensor_is_named_with_its_shape() {
     );
 
     // A weight-normed conv without its v is reported under descript's name for it.
-    let dir = edited_dac("tiny-dac-descript", "missing-v", |n, s, b| {
+    let dir = edited_fixture("tiny-dac-descript", "missing-v", |n, s, b| {
         (n != "decoder.model.2.block.3.block.1.weight_v").then(|| (s, b.to_vec()))
     });
     let err = dac_export_err(&dir);
@@ -179,7 +177,7 @@ fn missing_dac_tensor_is_named_with_its_shape() {
 
 #[test]
 fn wrong_dac_shape_names_tensor_and_both_shapes() {
-    let dir = edited_dac("tiny-dac", "shape", |n, s, b| {
+    let dir = edited_fixture("tiny-dac", "shape", |n, s, b| {
         if n == "decoder.block.1.res_unit2.conv1.weight" {
             Some((vec![8, 56], b.to_vec())) // [8, 8, 7]: same bytes, wrong shape
         } else {
@@ -196,7 +194,7 @@ fn wrong_dac_shape_names_tensor_and_both_shapes() {
         "{err}"
     );
 
-    let dir = edited_dac("tiny-dac-descript", "shape", |n, s, b| {
+    let dir = edited_fixture("tiny-dac-descript", "shape", |n, s, b| {
         if n == "encoder.block.1.block.3.alpha" {
             Some((vec![4], b.to_vec())) // [1, 4, 1]
         } else {
