@@ -949,17 +949,21 @@ fn check_reshape(v: &NodeView) -> Vec<String> {
     out
 }
 
-fn check_slice(v: &NodeView) -> Vec<String> {
-    let mut out = Vec::new();
+/// Slice and Gather take float32 or int64 input 0, and float16 from Core ML 6 on.
+fn float_int64_or_f16(v: &NodeView, what: &str) -> Option<String> {
     let t = v.dtype(0);
     let f16_ok = t == FLOAT16 && v.graph.opts.coreml_version >= 6;
-    if t != FLOAT && t != INT64 && !f16_ok {
-        out.push(format!(
-            "input 0 {} is {}, not float32/int64/float16",
+    (t != FLOAT && t != INT64 && !f16_ok).then(|| {
+        format!(
+            "{what} {} is {}, not float32/int64/float16",
             v.label(0),
             dtype_name(t)
-        ));
-    }
+        )
+    })
+}
+
+fn check_slice(v: &NodeView) -> Vec<String> {
+    let mut out: Vec<String> = float_int64_or_f16(v, "input 0").into_iter().collect();
     let x = v.input(0);
     if !x.is_static() {
         out.push(format!(
@@ -1077,16 +1081,7 @@ fn check_split(v: &NodeView) -> Vec<String> {
 }
 
 fn check_gather(v: &NodeView) -> Vec<String> {
-    let mut out = Vec::new();
-    let t = v.dtype(0);
-    let f16_ok = t == FLOAT16 && v.graph.opts.coreml_version >= 6;
-    if t != FLOAT && t != INT64 && !f16_ok {
-        out.push(format!(
-            "data {} is {}, not float32/int64/float16",
-            v.label(0),
-            dtype_name(t)
-        ));
-    }
+    let mut out: Vec<String> = float_int64_or_f16(v, "data").into_iter().collect();
     let (data, idx) = (v.input(0), v.input(1));
     if let (Some(dr), Some(ir)) = (data.rank(), idx.rank()) {
         if ir == 0 && (!data.is_static() || dr > 4) {
