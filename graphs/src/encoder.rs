@@ -162,20 +162,13 @@ pub fn build_encoder(
     // projections in the bundle dtype.
     let states = if target == Target::Fused {
         let s = b.scoped("encoder", |b| norm(b, &enc, "norm", &x, e.norm_eps, target))?;
-        let f = b.cast(&s, DType::F32);
-        let f = b.output_dyn(&f, "encoder_states", dims);
-        // (a float32 bundle's states are the output itself, now under its output name)
-        if w.dtype == DType::F32 {
-            f
-        } else {
-            s
-        }
+        b.cast(&s, DType::F32) // exact: the norm's output is in the bundle dtype
     } else {
         let g = enc.norm(b, "norm", e.hidden_size)?;
-        let s = b.scoped("encoder.norm", |b| rms_norm(b, &g, &x, e.norm_eps));
-        let s = b.output_dyn(&s, "encoder_states", dims);
-        b.cast(&s, w.dtype)
+        b.scoped("encoder.norm", |b| rms_norm(b, &g, &x, e.norm_eps))
     };
+    let states = b.output_dyn(&states, "encoder_states", dims);
+    let states = b.cast(&states, w.dtype);
 
     let heads = Heads {
         q: d.cross_num_attention_heads,
