@@ -15,16 +15,21 @@ mkdir -p "$work"
 
 scripts/setup-onnxruntime.sh
 cargo build --release --bins --examples --locked
+# The binaries are in cargo's target directory: ./target unless CARGO_TARGET_DIR (or
+# .cargo/config.toml) says otherwise, with a triple below it under CARGO_BUILD_TARGET.
+target_dir=$(cargo metadata --format-version 1 --no-deps --locked |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')${CARGO_BUILD_TARGET:+/$CARGO_BUILD_TARGET}
+release="$target_dir/release"
 [[ -f "$work/ckpt-nari/config.json" ]] || "$py" scripts/make_random_full.py --out "$work/ckpt-nari" --quiet
 [[ -f "$work/ckpt-hf/config.json" ]] || "$py" scripts/make_random_full.py --out "$work/ckpt-hf" --layout hf --quiet
 # The default (fused) target and the portable one, float32 and int8 each.
 for t in fused portable; do
-  [[ -f "$work/bundle-$t-f32/manifest.json" ]] || target/release/dia-export "$work/ckpt-nari" --target $t --out "$work/bundle-$t-f32"
-  [[ -f "$work/bundle-$t-int8/manifest.json" ]] || target/release/dia-export "$work/ckpt-nari" --target $t --out "$work/bundle-$t-int8" --quantize int8
+  [[ -f "$work/bundle-$t-f32/manifest.json" ]] || "$release/dia-export" "$work/ckpt-nari" --target $t --out "$work/bundle-$t-f32"
+  [[ -f "$work/bundle-$t-int8/manifest.json" ]] || "$release/dia-export" "$work/ckpt-nari" --target $t --out "$work/bundle-$t-int8" --quantize int8
 done
 
 ours() {
-  target/release/dia-run --bundle "$1" --text "$text" --temperature 0 --max-tokens "$((frames + 1))" --bench --json
+  "$release/dia-run" --bundle "$1" --text "$text" --temperature 0 --max-tokens "$((frames + 1))" --bench --json
 }
 declare -A res acc
 for b in fused-f32 fused-int8 portable-f32 portable-int8; do
@@ -33,7 +38,7 @@ done
 echo "== transformers";     pt=$("$py" scripts/bench_torch.py "$work/ckpt-hf" --text "$text" --frames "$frames" 2>/dev/null | tail -n 1); echo "$pt"
 echo "== accuracy vs portable float32 (teacher-forced, 200 steps)"
 for b in fused-f32 fused-int8; do
-  acc[$b]=$(target/release/examples/compare "$work/bundle-portable-f32" "$work/bundle-$b" "$text" 200); echo "${acc[$b]}"
+  acc[$b]=$("$release/examples/compare" "$work/bundle-portable-f32" "$work/bundle-$b" "$text" 200); echo "${acc[$b]}"
 done
 
 "$py" - "$pt" "${res[fused-f32]}" "${res[fused-int8]}" "${res[portable-f32]}" "${res[portable-int8]}" \

@@ -2,7 +2,7 @@
 # For a Mac user: decode speed of a bundle on the CPU, on CoreML with all compute units, and on
 # CoreML with the CPU and the Neural Engine only. Prints frames/s and the realtime factor.
 # Usage: scripts/bench-mac.sh BUNDLE_DIR [FRAMES]
-# First check what CoreML will take: ./target/release/dia-export check BUNDLE_DIR --ep coreml
+# First check what CoreML will take: cargo run --release --bin dia-export -- check BUNDLE_DIR --ep coreml
 # (nodes it does not take run on the CPU, with copies between the two).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,11 +10,16 @@ bundle="${1:?usage: scripts/bench-mac.sh BUNDLE_DIR [FRAMES]}"
 frames="${2:-200}"
 scripts/setup-onnxruntime.sh
 cargo build --release --bins --locked
+# The binaries are in cargo's target directory: ./target unless CARGO_TARGET_DIR (or
+# .cargo/config.toml) says otherwise, with a triple below it under CARGO_BUILD_TARGET.
+target_dir=$(cargo metadata --format-version 1 --no-deps --locked |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')${CARGO_BUILD_TARGET:+/$CARGO_BUILD_TARGET}
+release="$target_dir/release"
 text="[S1] Dia is an open weights text to dialogue model. [S2] You get full control over scripts and voices."
 printf '%-34s %12s %10s %10s\n' "provider" "frames/s" "realtime" "ran on"
 for ep in "cpu" "coreml --coreml-units all" "coreml --coreml-units cpu-and-ne"; do
   # shellcheck disable=SC2086
-  json=$(target/release/dia-run --bundle "$bundle" --ep $ep --text "$text" --temperature 0 \
+  json=$("$release/dia-run" --bundle "$bundle" --ep $ep --text "$text" --temperature 0 \
     --max-tokens "$((frames + 1))" --bench --json)
   python3 - "$ep" "$json" <<'PY'
 import json, sys

@@ -7,12 +7,17 @@ cd "$(dirname "$0")/.."
 
 scripts/setup-onnxruntime.sh
 cargo build --release --bins --locked
+# The binaries are in cargo's target directory: ./target unless CARGO_TARGET_DIR (or
+# .cargo/config.toml) says otherwise, with a triple below it under CARGO_BUILD_TARGET.
+target_dir=$(cargo metadata --format-version 1 --no-deps --locked |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')${CARGO_BUILD_TARGET:+/$CARGO_BUILD_TARGET}
+release="$target_dir/release"
 
 bundle=build/demo-bundle
-./target/release/dia-export tests/fixtures/tiny-nari --dac tests/fixtures/tiny-dac --out "$bundle"
+"$release/dia-export" tests/fixtures/tiny-nari --dac tests/fixtures/tiny-dac --out "$bundle"
 
 mkdir -p demo-output
-./target/release/dia-run --bundle "$bundle" \
+"$release/dia-run" --bundle "$bundle" \
   --text "[S1] Hello from Dia. [S2] Random weights: noise. (laughs)" \
   --seed 1 --out demo-output/demo.wav --save-codes demo-output/demo-codes.npy
 echo "wrote demo-output/demo.wav (tiny random-weight model: expect noise, not speech)"

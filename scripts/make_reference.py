@@ -19,10 +19,29 @@ How to run (CPU only; no GPU, no network, no torchaudio, no DAC needed)::
 * ``reference/``  texts.json and ``.npy`` files computed with the official nari-labs code on the
                   tiny-nari checkpoint: encoder outputs, teacher-forced decoder logits, greedy
                   generations (one that runs to max length, one that stops on a natural EOS).
+* ``reference/sampling/``  sampling distributions (``make_sampling_reference``): the unmodified
+                  nari-labs ``_decoder_step`` teacher-forced along the greedy EOS case's own
+                  frames, with ``torch.multinomial`` recorded inside ``dia.model``: per recorded
+                  step the decoder logits and, per parameter set (nari-labs' defaults and one
+                  where every parameter differs), each channel's final probabilities, including
+                  the step where the reference chose EOS.  ``sampling.json`` describes the files.
 
 The script is deterministic: re-running it gives byte-identical files (single CPU thread, fixed
 seeds, deterministic candidate search).  Every fixture group has its own function (``make_*``) so
 further groups (e.g. DAC) can be added next to them.
+
+Regenerating one group only, from the committed checkpoint and reference files (nothing else is
+written; the other fixtures stay byte-identical)::
+
+    /tmp/refvenv/bin/python scripts/make_reference.py --dia-repo PATH_TO_nari-labs/dia_checkout \\
+        --only sampling
+
+``--only sampling`` rewrites ``reference/sampling/`` from ``tiny-nari/``, ``reference/texts.json``
+(the greedy ``eos`` case) and ``reference/greedy_eos_delayed.npy``; it asserts that the recorded
+steps include the reference's EOS step and steps where EOS is not the top token, and that the
+group stays below ``SAMPLING_MAX_MIB``.  A full run regenerates it too (after the greedy cases).
+The files are what this machine's torch computes: another torch build or CPU may change the
+float32 logits in their last bits (the Rust tests' tolerances allow for that).
 """
 
 from __future__ import annotations
@@ -705,7 +724,235 @@ def compare_hf_generate(hf_model, dia, nari, found: dict) -> dict:
     return result
 
 
-def check_fixture_size(out: Path, limit_mb: float = 10.0) -> int:
+# --------------------------------------------------------------------------------------------
+# Fixture group: sampling distributions (reference/sampling/)
+# --------------------------------------------------------------------------------------------
+# Parameter sets of the sampling fixtures: nari-labs' defaults, and one where every parameter
+# differs (so a sampler that ignores or hard-codes one of them fails).
+SAMPLING_SETS = (
+    {"name": "default", "cfg_scale": 3.0, "temperature": 1.2, "top_p": 0.95, "cfg_filter_top_k": 45},
+    {"name": "narrow", "cfg_scale": 2.0, "temperature": 0.8, "top_p": 0.8, "cfg_filter_top_k": 10},
+)
+# Teacher-forced along the greedy "eos" case (its delayed frames are the decoder inputs); the
+# recorded steps: the first step (channels 1..8 read BOS), both sides of the delay boundary
+# (15/16), steps where EOS is a channel-0 candidate but not the top one (4, 8, 17, 26, 34, 45,
+# 56, 65), the step where the reference chose EOS (73) and steps of the EOS countdown after it.
+# Every step before the last recorded one runs (KV cache); only these are stored.
+SAMPLING_CASE = "eos"
+SAMPLING_STEPS = (0, 4, 8, 15, 16, 17, 26, 34, 45, 56, 65, 72, 73, 74, 80, 87)
+SAMPLING_MAX_MIB = 2.0
+
+
+class _TorchWithMultinomial:
+    """``torch`` as ``dia.model`` sees it while recording: every attribute is torch's own except
+    ``multinomial``, which records its input (the final probabilities) and then draws with the
+    real ``torch.multinomial``."""
+
+    def __init__(self, record):
+        real = torch.multinomial
+
+        def multinomial(input, *args, **kwargs):  # noqa: A002 - torch's own parameter name
+            record.append(input.detach().float().clone())
+            return real(input, *args, **kwargs)
+
+        self.multinomial = multinomial
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+
+def nari_teacher_sampling(dia, nari, text: str, tokens: np.ndarray, params: dict) -> dict:
+    """Runs the unmodified nari-labs ``Dia._decoder_step`` teacher-forced on ``tokens`` [S, C]
+    (step t reads frame t at position t, as ``generate`` and ``nari_teacher_logits`` do) and
+    records, per step, what its code computed:
+
+    * ``probs`` [S, C, V]: the tensor ``_sample_next_token`` hands to ``torch.multinomial``
+      (``torch`` is swapped for a recording view inside ``dia.model`` for the duration);
+    * ``filtered`` [S, C, V]: the logits ``_decoder_step`` hands to ``_sample_next_token``
+      (after CFG, the CFG top-k filter and the EOS/PAD masks);
+    * ``logits`` [S, 2, C, V]: what ``decode_step`` returned inside ``_decoder_step``.
+    """
+    from unittest import mock
+
+    probs, filtered, logits = [], [], []
+    real_sample = nari.model._sample_next_token
+    real_decode = dia.model.decoder.decode_step
+
+    def recording_sample(logits_BCxV, *args, **kwargs):
+        filtered.append(logits_BCxV.detach().float().clone())
+        return real_sample(logits_BCxV, *args, **kwargs)
+
+    def recording_decode(*args, **kwargs):
+        out = real_decode(*args, **kwargs)
+        logits.append(out[:, -1].detach().float().clone())
+        return out
+
+    _, dec_state, _ = nari_encoder_out(dia, text)
+    C = tokens.shape[1]
+    with (
+        mock.patch.object(nari.model, "torch", _TorchWithMultinomial(probs)),
+        mock.patch.object(nari.model, "_sample_next_token", recording_sample),
+        mock.patch.object(dia.model.decoder, "decode_step", recording_decode),
+        torch.inference_mode(),
+    ):
+        for t in range(tokens.shape[0]):
+            dec_state.prepare_step(t)
+            tok = torch.from_numpy(tokens[t]).long().view(1, 1, -1).repeat_interleave(2, dim=0)
+            pred = dia._decoder_step(
+                tok,
+                dec_state,
+                params["cfg_scale"],
+                params["temperature"],
+                params["top_p"],
+                params["cfg_filter_top_k"],
+                torch.tensor([t]),
+            )
+            assert pred.shape == (1, C)
+            n = t + 1
+            assert len(probs) == len(filtered) == len(logits) == n, "one multinomial call per step"
+    assert nari.model.torch is torch and "decode_step" not in vars(dia.model.decoder), "patches undone"
+    out = {
+        "probs": torch.stack(probs).numpy(),
+        "filtered": torch.stack(filtered).numpy(),
+        "logits": torch.stack(logits).numpy(),
+    }
+    S, V = tokens.shape[0], DEC["vocab_size"]
+    assert out["probs"].shape == out["filtered"].shape == (S, C, V), out["probs"].shape
+    assert out["logits"].shape == (S, 2, C, V), out["logits"].shape
+    return out
+
+
+def _sparse(dense: np.ndarray, keep: np.ndarray, fill: float, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """[..., V] -> (index [..., K] int64, value [..., K]) of the entries where ``keep``, in
+    ascending index order, padded with index -1 and ``fill``; checked to expand back exactly."""
+    K = int(keep.sum(-1).max())
+    lead = dense.shape[:-1]
+    index = np.full(lead + (K,), -1, dtype=np.int64)
+    value = np.full(lead + (K,), fill, dtype=dtype)
+    for pos in np.ndindex(*lead):
+        idx = np.flatnonzero(keep[pos])
+        index[pos][: len(idx)] = idx
+        value[pos][: len(idx)] = dense[pos][idx]
+    back = np.full(dense.shape, fill, dtype=dtype)
+    for pos in np.ndindex(*lead):
+        n = int((index[pos] >= 0).sum())
+        back[pos][index[pos][:n]] = value[pos][:n]
+    assert np.array_equal(back, dense), "sparse form does not expand back"
+    return index, value
+
+
+def make_sampling_reference(dia, nari, ref_dir: Path) -> dict:
+    """Reference sampling distributions (``reference/sampling/``), teacher-forced along the
+    greedy ``eos`` case's delayed frames (``greedy_eos_delayed.npy``, ``texts.json``), for every
+    parameter set of ``SAMPLING_SETS`` at the steps ``SAMPLING_STEPS``.
+
+    Files (R = len(steps), C = 9, V = 1028; ``sampling.json`` describes them):
+
+    * ``tokens.npy`` int64 [S, C]: decoder input of steps 0..S-1 (S = last step + 1);
+    * ``logits.npy`` float32 [R, 2, C, V]: decoder logits of the recorded steps (row 0
+      unconditional, row 1 conditional), from ``nari_teacher_logits`` (asserted equal to what
+      ``decode_step`` returned inside ``_decoder_step``);
+    * ``<set>_probs_index.npy`` int64 / ``<set>_probs.npy`` float32 [R, C, K]: the nonzero entries
+      of the final probability vector passed to ``torch.multinomial`` (ascending token id, padded
+      with -1 / 0; every entry not listed is exactly 0);
+    * ``<set>_filtered_index.npy`` / ``<set>_filtered.npy`` [R, C, k]: the finite entries of the
+      logits ``_decoder_step`` passes to ``_sample_next_token`` (padded with -1 / -inf; every entry
+      not listed is -inf).
+    """
+    out_dir = ref_dir / "sampling"
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+
+    cases = {c["name"]: c for c in json.loads((ref_dir / "texts.json").read_text())["greedy"]}
+    case = cases[SAMPLING_CASE]
+    text, eos_step = case["text"], case["eos_step"]
+    delayed = np.load(ref_dir / f"greedy_{SAMPLING_CASE}_delayed.npy")
+    steps = list(SAMPLING_STEPS)
+    assert eos_step in steps, f"the reference's EOS step {eos_step} must be recorded"
+    S = steps[-1] + 1
+    assert steps == sorted(set(steps)) and S <= delayed.shape[0], (steps, delayed.shape)
+    tokens = delayed[:S].astype(np.int64)
+    C, V = tokens.shape[1], DEC["vocab_size"]
+
+    logits = nari_teacher_logits(dia, text, tokens)  # [S, 2, C, V]
+    save_npy(out_dir / "tokens.npy", tokens, np.int64)
+    save_npy(out_dir / "logits.npy", logits[steps], np.float32)
+
+    max_delay = max(DELAY_PATTERN)
+    sets = []
+    for params in SAMPLING_SETS:
+        name = params["name"]
+        rec = nari_teacher_sampling(dia, nari, text, tokens, params)
+        assert np.array_equal(rec["logits"], logits), f"{name}: _decoder_step saw other logits"
+        probs, filtered = rec["probs"], rec["filtered"]
+        assert (probs >= 0).all() and np.abs(probs.sum(-1) - 1).max() < 1e-5, f"{name}: not distributions"
+        # Support of the final distribution inside the finite filtered logits, as the code says.
+        assert not ((probs > 0) & ~np.isfinite(filtered)).any(), f"{name}: mass outside the filter"
+        if params is SAMPLING_SETS[0]:
+            # The default set's most likely tokens replay the greedy run (temperature only
+            # rescales): the decoder inputs really are the reference's own generation, up to
+            # the step where it chose EOS (channel 0) and while no prefill/countdown forced them.
+            top = probs.argmax(-1)
+            assert (top[max_delay:eos_step] == delayed[max_delay + 1 : eos_step + 1]).all(), name
+            assert (top[: eos_step + 1, 0] == delayed[1 : eos_step + 2, 0]).all(), name
+        # EOS (channel 0) gets mass only when it is the top logit, and then all of it.
+        eos_p = probs[:, 0, EOS]
+        assert np.isin(eos_p, (0.0, 1.0)).all(), f"{name}: EOS probability {eos_p}"
+        eos_top = [s for s in steps if eos_p[s] == 1.0]
+        eos_candidate = [s for s in steps if eos_p[s] == 0.0 and np.isfinite(filtered[s, 0, EOS])]
+        eos_absent = [s for s in steps if not np.isfinite(filtered[s, 0, EOS])]
+        log(
+            f"[sampling:{name}] EOS top at {eos_top}, a candidate but not top at {eos_candidate}, "
+            f"filtered out at {eos_absent}; support sizes {(probs[steps] > 0).sum(-1).min()}.."
+            f"{(probs[steps] > 0).sum(-1).max()}"
+        )
+        assert eos_step in eos_top, f"{name}: the reference's EOS step {eos_step} is not an EOS-top step"
+        assert eos_candidate and eos_absent, f"{name}: need steps where EOS is not the top token"
+        for kind, dense, keep, fill in (
+            ("probs", probs[steps], probs[steps] > 0, 0.0),
+            ("filtered", filtered[steps], np.isfinite(filtered[steps]), -np.inf),
+        ):
+            index, value = _sparse(dense, keep, fill, np.float32)
+            save_npy(out_dir / f"{name}_{kind}_index.npy", index, np.int64)
+            save_npy(out_dir / f"{name}_{kind}.npy", value, np.float32)
+        sets.append(
+            dict(
+                params,
+                eos_top_steps=eos_top,
+                eos_candidate_not_top_steps=eos_candidate,
+                eos_filtered_out_steps=eos_absent,
+            )
+        )
+
+    meta = {
+        "case": SAMPLING_CASE,
+        "text": text,
+        "eos_step": eos_step,
+        "steps": steps,
+        "channels": C,
+        "vocab_size": V,
+        "eos_token_id": EOS,
+        "sets": sets,
+        "conventions": {
+            "tokens": "tokens.npy [S, C] int64: the decoder input of step t is row t (= "
+            f"greedy_{SAMPLING_CASE}_delayed.npy rows 0..S-1), at position t",
+            "logits": "logits.npy [R, 2, C, V] float32: decoder logits of steps[r] (row 0 unconditional, 1 conditional)",
+            "probs": "<set>_probs_index.npy int64 / <set>_probs.npy float32 [R, C, K]: nonzero entries of the "
+            "probabilities nari-labs _sample_next_token passed to torch.multinomial at steps[r], channel c "
+            "(padding index -1; every other entry is exactly 0)",
+            "filtered": "<set>_filtered_index.npy / <set>_filtered.npy [R, C, k]: finite entries of the logits "
+            "_decoder_step passed to _sample_next_token (CFG top-k, EOS/PAD masks; padding index -1; every "
+            "other entry is -inf)",
+        },
+    }
+    write_json(out_dir / "sampling.json", meta)
+    check_fixture_size(out_dir, SAMPLING_MAX_MIB)
+    return meta
+
+
+
+def check_fixture_size(out: Path, limit_mb: float = 12.0) -> int:
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     log(f"[size] {out}: {total} bytes ({total / 2**20:.2f} MiB)")
     assert total < limit_mb * 2**20, f"fixtures exceed {limit_mb} MiB"
@@ -717,6 +964,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dia-repo", default="/work/ref/dia", help="nari-labs/dia checkout (contains dia/)")
     ap.add_argument("--out", default="tests/fixtures", help="output root (relative to the repo root)")
+    ap.add_argument(
+        "--only",
+        choices=["sampling"],
+        help="regenerate only this fixture group, from the checkpoint and reference files already "
+        "under --out (sampling: reference/sampling/ from tiny-nari/, reference/texts.json and "
+        "reference/greedy_eos_delayed.npy); nothing else is written",
+    )
     args = ap.parse_args()
 
     out = Path(args.out)
@@ -727,6 +981,13 @@ def main() -> None:
     torch.manual_seed(0)
 
     nari = import_nari(args.dia_repo)
+
+    if args.only == "sampling":
+        dia = load_nari_dia(nari, out / "tiny-nari")
+        make_sampling_reference(dia, nari, out / "reference")
+        for p in sorted((out / "reference" / "sampling").iterdir()):
+            log(f"  {hashlib.sha256(p.read_bytes()).hexdigest()[:16]}  {p.stat().st_size:>9}  {p.relative_to(out)}")
+        return
 
     # Checkpoints.
     hf_cfg = make_hf_config()
@@ -771,6 +1032,7 @@ def main() -> None:
             },
         },
     )
+    make_sampling_reference(dia, nari, ref)
     hf_gen = compare_hf_generate(hf_model, dia, nari, found)
     check_fixture_size(out)
 

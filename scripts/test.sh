@@ -11,6 +11,8 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --bins --locked
 cargo test --workspace --locked
+# The API docs build without warnings (broken intra-doc links, private items, bad HTML).
+RUSTDOCFLAGS="${RUSTDOCFLAGS:-} -D warnings" cargo doc --workspace --no-deps --locked
 
 # Python's ONNX tools must accept the bundles too (onnx.checker, onnxruntime sessions).
 venv=.venv-check
@@ -18,13 +20,18 @@ if [[ ! -x "$venv/bin/python" ]]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet -r scripts/requirements-check.txt
 fi
+# The binaries are in cargo's target directory: ./target unless CARGO_TARGET_DIR (or
+# .cargo/config.toml) says otherwise, with a triple below it under CARGO_BUILD_TARGET.
+target_dir=$(cargo metadata --format-version 1 --no-deps --locked |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')${CARGO_BUILD_TARGET:+/$CARGO_BUILD_TARGET}
+debug="$target_dir/debug"
 bundle=build/check-bundle
 # The default (fused) bundle: onnxruntime checks its contrib-op graphs, onnx.checker the codec.
-./target/debug/dia-export tests/fixtures/tiny-nari --dac tests/fixtures/tiny-dac --out "$bundle" > /dev/null
+"$debug/dia-export" tests/fixtures/tiny-nari --dac tests/fixtures/tiny-dac --out "$bundle" > /dev/null
 "$venv/bin/python" scripts/check_bundle.py "$bundle"
 # The embedding example of the README runs on it too.
 cargo run --quiet --locked -p dia-run --example generate -- "$bundle" build/example-out
 # A portable (standard operators only) float16 bundle: onnx.checker on every graph.
-./target/debug/dia-export tests/fixtures/tiny-hf --dac tests/fixtures/tiny-dac-descript --out "$bundle" --target portable --dtype f16 > /dev/null
+"$debug/dia-export" tests/fixtures/tiny-hf --dac tests/fixtures/tiny-dac-descript --out "$bundle" --target portable --dtype f16 > /dev/null
 "$venv/bin/python" scripts/check_bundle.py "$bundle"
 echo "all checks passed"

@@ -17,14 +17,17 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use dia_bundle::manifest::hex;
 use dia_bundle::{
-    DacInfo, GraphSpec, Graphs, Manifest, Quantization, TensorSpec, FORMAT_VERSION, MANIFEST_FILE,
+    BundleFile, DacInfo, GraphSpec, Graphs, Manifest, Quantization, TensorSpec, FORMAT_VERSION,
+    MANIFEST_FILE,
 };
 use dia_graphs::quant::QuantSpec;
 use dia_graphs::{
     dac, decoder, encoder, Builder, Checkpoint, CheckpointError, DType, DacCheckpoint, DacError,
     DacWeights, ExternalData, Target,
 };
+use sha2::{Digest, Sha256};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -48,7 +51,19 @@ pub const DAC_CHUNK_FRAMES: usize = 32;
 /// the frame rate, ±5; the later stages less than one frame together).
 pub const DAC_CONTEXT_FRAMES: usize = 11;
 
-/// Options of one export.
+/// Options of one export. [`Default`] gives what `dia-export CHECKPOINT --out BUNDLE` does
+/// without options (float32, the fused target, the model's lengths, no codec, no quantisation),
+/// with empty `checkpoint` and `out` paths to fill in:
+///
+/// ```
+/// # use std::path::PathBuf;
+/// let opts = dia_export::ExportOptions {
+///     checkpoint: PathBuf::from("Dia-1.6B-0626"),
+///     out: PathBuf::from("dia-bundle"),
+///     ..dia_export::ExportOptions::default()
+/// };
+/// assert!(opts.dac.is_none() && opts.quantize.is_none());
+/// ```
 #[derive(Clone, Debug)]
 pub struct ExportOptions {
     pub checkpoint: PathBuf,
@@ -69,11 +84,27 @@ pub struct ExportOptions {
     pub target: Target,
 }
 
+impl Default for ExportOptions {
+    fn default() -> Self {
+        ExportOptions {
+            checkpoint: PathBuf::new(),
+            out: PathBuf::new(),
+            dtype: DType::F32,
+            max_text_len: None,
+            max_frames: None,
+            dac: None,
+            quantize: None,
+            target: Target::Fused,
+        }
+    }
+}
+
 /// What an export wrote.
 #[derive(Clone, Debug)]
 pub struct ExportReport {
     pub manifest: Manifest,
-    pub files: Vec<(String, u64)>,
+    /// Every file written, the manifest last.
+    pub files: Vec<BundleFile>,
     pub seconds: f64,
 }
 
@@ -89,7 +120,7 @@ fn specs(values: &[dia_graphs::Value]) -> Vec<TensorSpec> {
         .iter()
         .map(|v| TensorSpec {
             name: v.name.clone(),
-            dtype: v.dtype.name().to_string(),
+            dtype: v.dtype.element_type(),
             shape: v.shape.clone(),
         })
         .collect()
@@ -100,7 +131,7 @@ fn write_graph<E>(
     dir: &Path,
     stem: &str,
     doc: &str,
-    files: &mut Vec<(String, u64)>,
+    files: &mut Vec<BundleFile>,
     build: impl FnOnce(&mut Builder) -> Result<(), E>,
 ) -> Result<GraphSpec, ExportError>
 where
@@ -119,9 +150,17 @@ where
     let mut f = fs::File::create(&path).map_err(io(&path))?;
     f.write_all(&bytes).map_err(io(&path))?;
     f.sync_all().map_err(io(&path))?;
-    files.push((onnx_name.clone(), bytes.len() as u64));
-    if let Some((_, len)) = ext {
-        files.push((weights_name.clone(), len));
+    files.push(BundleFile {
+        name: onnx_name.clone(),
+        bytes: bytes.len() as u64,
+        sha256: hex(&Sha256::digest(&bytes)),
+    });
+    if let Some(w) = ext {
+        files.push(BundleFile {
+            name: weights_name.clone(),
+            bytes: w.bytes,
+            sha256: w.sha256,
+        });
     }
     Ok(GraphSpec {
         file: onnx_name,
@@ -292,7 +331,9 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
             format_version: FORMAT_VERSION,
             producer: format!("dia-export {}", env!("CARGO_PKG_VERSION")),
             config: cfg.clone(),
-            dtype: opts.dtype.name().to_string(),
+            dtype: opts.dtype.bundle_dtype().ok_or_else(|| {
+                ExportError::Options(format!("--dtype {} is not a float type", opts.dtype.name()))
+            })?,
             max_text_len: text_len,
             max_frames,
             source_layout: ckpt.layout.name().to_string(),
@@ -303,7 +344,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
                 dac_encoder,
             },
             dac: dac_info,
-            target: opts.target.name().to_string(),
+            target: opts.target,
             quantization: opts.quantize.map(|q| Quantization {
                 scheme: q.name(),
                 bits: q.bits,
@@ -313,11 +354,22 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport, ExportError> {
                              embeddings, norms and the logits head are not quantised"
                     .into(),
             }),
+            files: files.clone(),
         };
+        // What the runtime checks at load, checked before anything is swapped into place.
+        manifest.check_graph_specs().map_err(|e| {
+            ExportError::Options(format!(
+                "internal: the exported graphs disagree with the manifest: {e}"
+            ))
+        })?;
         let path = tmp.join(MANIFEST_FILE);
         let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
         fs::write(&path, text.as_bytes()).map_err(io(&path))?;
-        files.push((MANIFEST_FILE.to_string(), text.len() as u64));
+        files.push(BundleFile {
+            name: MANIFEST_FILE.to_string(),
+            bytes: text.len() as u64,
+            sha256: hex(&Sha256::digest(text.as_bytes())),
+        });
         Ok::<_, ExportError>((manifest, files))
     })();
 

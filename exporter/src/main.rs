@@ -3,13 +3,16 @@
 //!
 //! `dia-export check BUNDLE_DIR --ep coreml`: every node of the bundle's graphs that the execution
 //! provider would not take, and why; exit status 0 when all are supported, 1 when some are not,
-//! 2 on an error (a checkpoint directory named `check` is passed as `./check`).
+//! 2 on an error.
+//!
+//! `check` is a subcommand: a checkpoint directory literally named `check` is exported as
+//! `dia-export ./check --out BUNDLE` (any path that is not the bare word works).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use dia_export::{coreml_check, export, ExportOptions};
 use dia_graphs::quant::QuantSpec;
 use dia_graphs::{DType, Target};
@@ -21,15 +24,39 @@ enum Precision {
     Bf16,
 }
 
-/// Export a Dia checkpoint (nari-labs or transformers layout) to an ONNX model bundle.
+/// Export a Dia checkpoint (nari-labs or transformers layout) to an ONNX model bundle, or check
+/// a bundle (`dia-export check`).
 #[derive(Parser, Debug)]
-#[command(version)]
-struct Args {
-    /// Checkpoint directory: config.json + model.safetensors.
-    checkpoint: PathBuf,
+#[command(
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    export: ExportArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check which nodes of a bundle's graphs an ONNX Runtime execution provider would not
+    /// take; exit status 0 when it takes them all, 1 when not, 2 on an error.
+    Check(CheckArgs),
+}
+
+/// The export: `dia-export CHECKPOINT --out BUNDLE [OPTIONS]` (the arguments when no subcommand
+/// is given; clap requires CHECKPOINT and --out then).
+#[derive(Args, Debug)]
+struct ExportArgs {
+    /// Checkpoint directory: config.json + model.safetensors (one named `check` is given as
+    /// ./check: the bare word is the subcommand).
+    #[arg(required = true)]
+    checkpoint: Option<PathBuf>,
     /// Bundle directory to write (replaced atomically if it already holds a bundle).
-    #[arg(long)]
-    out: PathBuf,
+    #[arg(long, required = true)]
+    out: Option<PathBuf>,
     /// Weight and activation dtype (norms, RoPE, softmax and logits stay float32); default f32
     /// (f16 with --target coreml). Use f16 (or bf16) for NVIDIA GPUs.
     #[arg(long, value_enum)]
@@ -72,9 +99,8 @@ enum Quantize {
     Int4,
 }
 
-/// Check which nodes of a bundle's graphs an ONNX Runtime execution provider would not take.
-#[derive(Parser, Debug)]
-#[command(name = "dia-export check", version)]
+/// `dia-export check BUNDLE --ep EP`.
+#[derive(Args, Debug)]
 struct CheckArgs {
     /// Bundle directory (manifest.json and the graphs it lists).
     bundle: PathBuf,
@@ -86,8 +112,7 @@ struct CheckArgs {
 
 /// `dia-export check`: prints per graph its unsupported nodes; exit status 0 when every node of
 /// every graph is supported, 1 when some are not, 2 on an error.
-fn check_main() -> ExitCode {
-    let args = CheckArgs::parse_from(std::env::args().skip(1));
+fn check_main(args: &CheckArgs) -> ExitCode {
     let reports = match coreml_check::check_bundle_report(&args.bundle, &args.ep) {
         Ok(r) => r,
         Err(e) => {
@@ -136,19 +161,28 @@ fn check_main() -> ExitCode {
 }
 
 fn main() -> Result<ExitCode> {
-    if std::env::args().nth(1).as_deref() == Some("check") {
-        return Ok(check_main());
+    let cli = Cli::parse();
+    match &cli.command {
+        Some(Command::Check(args)) => Ok(check_main(args)),
+        None => export_main(cli.export),
     }
+}
+
+/// `dia-export CHECKPOINT --out BUNDLE ...`.
+fn export_main(args: ExportArgs) -> Result<ExitCode> {
+    // Required by clap when there is no subcommand.
+    let (Some(checkpoint), Some(out)) = (args.checkpoint, args.out) else {
+        anyhow::bail!("give the checkpoint directory and --out BUNDLE_DIR");
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
     let report = export(&ExportOptions {
-        checkpoint: args.checkpoint,
-        out: args.out.clone(),
+        checkpoint,
+        out: out.clone(),
         target: match args.target {
             TargetArg::Portable => Target::Portable,
             TargetArg::Coreml => Target::CoreMl,
@@ -171,8 +205,8 @@ fn main() -> Result<ExitCode> {
             Quantize::Int4 => Some(QuantSpec::int4()),
         },
     })?;
-    for (name, size) in &report.files {
-        println!("{:>14}  {}", size, args.out.join(name).display());
+    for f in &report.files {
+        println!("{:>14}  {}", f.bytes, out.join(&f.name).display());
     }
     println!(
         "exported {} layout, {}, text {} tokens, {} frames, in {:.1}s",

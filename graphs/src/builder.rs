@@ -15,6 +15,8 @@ use std::fs::File;
 use std::io::{BufWriter, Seek, Write};
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest, Sha256};
+
 use crate::onnx::{
     attribute_type, AttributeProto, Dimension, DimensionValue, GraphProto, ModelProto, NodeProto,
     OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto,
@@ -42,6 +44,16 @@ pub enum DType {
     U8,
 }
 
+impl From<dia_bundle::Dtype> for DType {
+    fn from(d: dia_bundle::Dtype) -> Self {
+        match d {
+            dia_bundle::Dtype::Float32 => DType::F32,
+            dia_bundle::Dtype::Float16 => DType::F16,
+            dia_bundle::Dtype::Bfloat16 => DType::BF16,
+        }
+    }
+}
+
 impl DType {
     pub fn onnx(self) -> i32 {
         match self {
@@ -64,6 +76,29 @@ impl DType {
     }
     pub fn is_float(self) -> bool {
         matches!(self, DType::F32 | DType::F16 | DType::BF16)
+    }
+    /// The element type the manifest records.
+    pub fn element_type(self) -> dia_bundle::ElementType {
+        use dia_bundle::ElementType as E;
+        match self {
+            DType::F32 => E::Float32,
+            DType::F16 => E::Float16,
+            DType::BF16 => E::Bfloat16,
+            DType::I64 => E::Int64,
+            DType::I32 => E::Int32,
+            DType::Bool => E::Bool,
+            DType::U8 => E::Uint8,
+        }
+    }
+    /// The bundle dtype of a float type (`None` for the others).
+    pub fn bundle_dtype(self) -> Option<dia_bundle::Dtype> {
+        use dia_bundle::Dtype as D;
+        match self {
+            DType::F32 => Some(D::Float32),
+            DType::F16 => Some(D::Float16),
+            DType::BF16 => Some(D::Bfloat16),
+            _ => None,
+        }
     }
     /// The name used in manifests (numpy's spelling).
     pub fn name(self) -> &'static str {
@@ -133,6 +168,17 @@ pub struct ExternalData {
     path: PathBuf,
     out: BufWriter<File>,
     offset: u64,
+    /// Hashed as written, so the manifest can record the file's SHA-256 without reading
+    /// gigabytes back.
+    hasher: Sha256,
+}
+
+/// A file the builder wrote: where, how long, and its SHA-256 (lowercase hex).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WrittenFile {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub sha256: String,
 }
 
 /// Tensors smaller than this stay inside the protobuf.
@@ -149,6 +195,7 @@ impl ExternalData {
             path,
             out,
             offset: 0,
+            hasher: Sha256::new(),
         })
     }
 
@@ -156,23 +203,30 @@ impl ExternalData {
         let align = if bytes.len() as u64 >= PAGE { PAGE } else { 64 };
         let pad = (align - self.offset % align) % align;
         if pad > 0 {
-            self.out.write_all(&vec![0u8; pad as usize])?;
+            let zeros = vec![0u8; pad as usize];
+            self.out.write_all(&zeros)?;
+            self.hasher.update(&zeros);
             self.offset += pad;
         }
         let start = self.offset;
         self.out.write_all(bytes)?;
+        self.hasher.update(bytes);
         self.offset += bytes.len() as u64;
         Ok((start, bytes.len() as u64))
     }
 
-    /// Flushes the file to disk; returns its path and size.
-    pub fn finish(mut self) -> std::io::Result<(PathBuf, u64)> {
+    /// Flushes the file to disk; returns its path, size and hash.
+    pub fn finish(mut self) -> std::io::Result<WrittenFile> {
         self.out.flush()?;
         let mut f = self.out.into_inner().map_err(|e| e.into_error())?;
         f.flush()?;
         f.sync_all()?;
         let len = f.stream_position()?;
-        Ok((self.path, len))
+        Ok(WrittenFile {
+            path: self.path,
+            bytes: len,
+            sha256: dia_bundle::manifest::hex(&self.hasher.finalize()),
+        })
     }
 }
 
@@ -554,7 +608,7 @@ impl Builder {
         mut self,
         doc: &str,
         metadata: &[(&str, String)],
-    ) -> std::io::Result<(ModelProto, Option<(PathBuf, u64)>)> {
+    ) -> std::io::Result<(ModelProto, Option<WrittenFile>)> {
         if let Some(e) = self.io_error.take() {
             return Err(e);
         }
@@ -1362,6 +1416,9 @@ mod tests {
             .map(|t| t.external_data[1].value.parse().unwrap())
             .collect();
         assert_eq!(off, vec![0, 8192]);
-        assert_eq!(ext.unwrap().1, 16384);
+        let ext = ext.unwrap();
+        assert_eq!(ext.bytes, 16384);
+        let on_disk = dia_bundle::manifest::sha256_file(&ext.path).unwrap();
+        assert_eq!(ext.sha256, on_disk);
     }
 }

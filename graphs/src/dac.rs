@@ -50,6 +50,7 @@
 
 use std::path::{Path, PathBuf};
 
+use dia_bundle::names::dac as names;
 use serde::{Deserialize, Serialize};
 
 use crate::builder::{Builder, Conv1d, DType, Value, DYN};
@@ -1100,13 +1101,13 @@ pub fn build_dac_decoder(
     let shape = [1, cfg.n_codebooks as i64, frames.map_or(DYN, |f| f as i64)];
     let dims: &[&str] = if frames.is_some() { &[] } else { &["samples"] };
     let codes = if frames.is_some() {
-        b.input("codes", DType::I64, &shape)
+        b.input(names::CODES, DType::I64, &shape)
     } else {
-        b.input_dyn("codes", DType::I64, &shape, &["frames"])
+        b.input_dyn(names::CODES, DType::I64, &shape, &["frames"])
     };
     let latent = from_codes(b, &w.pp("quantizer"), cfg, &codes)?;
     let audio = decoder(b, &w.pp("decoder"), cfg, &latent)?;
-    b.output_dyn(&audio, "audio", dims);
+    b.output_dyn(&audio, names::AUDIO, dims);
     Ok(())
 }
 
@@ -1121,13 +1122,17 @@ pub fn build_dac_encoder(
     frames: Option<usize>,
 ) -> Result<(), DacError> {
     let audio = match frames {
-        Some(f) => b.input("audio", DType::F32, &[1, 1, (f * cfg.hop_length) as i64]),
-        None => b.input_dyn("audio", DType::F32, &[1, 1, DYN], &["samples"]),
+        Some(f) => b.input(
+            names::AUDIO,
+            DType::F32,
+            &[1, 1, (f * cfg.hop_length) as i64],
+        ),
+        None => b.input_dyn(names::AUDIO, DType::F32, &[1, 1, DYN], &["samples"]),
     };
     let latent = encoder(b, &w.pp("encoder"), cfg, &audio)?;
     let codes = quantize(b, &w.pp("quantizer"), cfg, &latent, frames.is_some())?;
     let dims: &[&str] = if frames.is_some() { &[] } else { &["frames"] };
-    b.output_dyn(&codes, "codes", dims);
+    b.output_dyn(&codes, names::CODES, dims);
     Ok(())
 }
 

@@ -13,6 +13,7 @@
 //! `self_k_{i}` and `present_k_{i}` (likewise V), so the step writes one slot in place and
 //! the cache is never copied, on the CPU or on a GPU; see `attention::self_attention_step`.
 
+use dia_bundle::names::step as names;
 use dia_bundle::DiaConfig;
 
 use crate::attention::{
@@ -238,22 +239,22 @@ pub fn build_decoder_step(
     let (ckv, chd) = (d.cross_num_key_value_heads as i64, d.cross_head_dim as i64);
 
     let ids = if coreml { DType::I32 } else { DType::I64 };
-    let tokens = b.input("tokens", ids, &[PAIR, c as i64]);
-    let step = b.input("step", ids, &[1]);
+    let tokens = b.input(names::TOKENS, ids, &[PAIR, c as i64]);
+    let step = b.input(names::STEP, ids, &[1]);
     let (cross_mask, self_bias) = if coreml {
         (
-            b.input("cross_bias", DType::F32, &[PAIR, t]),
-            Some(b.input("self_bias", DType::F32, &[f])),
+            b.input(names::CROSS_BIAS, DType::F32, &[PAIR, t]),
+            Some(b.input(names::SELF_BIAS, DType::F32, &[f])),
         )
     } else {
-        (b.input("cross_mask", DType::Bool, &[PAIR, t]), None)
+        (b.input(names::CROSS_MASK, DType::Bool, &[PAIR, t]), None)
     };
     let mut caches = Vec::new();
     for i in 0..d.num_hidden_layers {
-        let k = b.input(&format!("self_k_{i}"), w.dtype, &[PAIR, kv, hd, f]);
-        let vv = b.input(&format!("self_v_{i}"), w.dtype, &[PAIR, kv, f, hd]);
-        let ck = b.input(&format!("cross_k_{i}"), w.dtype, &[PAIR, ckv, chd, t]);
-        let cv = b.input(&format!("cross_v_{i}"), w.dtype, &[PAIR, ckv, t, chd]);
+        let k = b.input(&names::self_k(i), w.dtype, &[PAIR, kv, hd, f]);
+        let vv = b.input(&names::self_v(i), w.dtype, &[PAIR, kv, f, hd]);
+        let ck = b.input(&names::cross_k(i), w.dtype, &[PAIR, ckv, chd, t]);
+        let cv = b.input(&names::cross_v(i), w.dtype, &[PAIR, ckv, t, chd]);
         caches.push((k, vv, ck, cv));
     }
 
@@ -309,15 +310,15 @@ pub fn build_decoder_step(
     let norm = dec.norm(b, "norm", d.hidden_size)?;
     let h = b.scoped("decoder.norm", |b| rms_norm(b, &norm, &x, d.norm_eps));
     let logits = logits(b, &dec, cfg, &h)?;
-    b.output(&logits, "logits");
-    let (k_out, v_out) = if coreml {
-        ("new_k", "new_v")
-    } else {
-        ("present_k", "present_v")
-    };
+    b.output(&logits, names::LOGITS);
     for (i, (k, v)) in new_kv.iter().enumerate() {
-        b.output(k, &format!("{k_out}_{i}"));
-        b.output(v, &format!("{v_out}_{i}"));
+        if coreml {
+            b.output(k, &names::new_k(i));
+            b.output(v, &names::new_v(i));
+        } else {
+            b.output(k, &names::present_k(i));
+            b.output(v, &names::present_v(i));
+        }
     }
     Ok(())
 }
@@ -344,26 +345,16 @@ pub fn build_decoder_step_fused(
     let (kv, hd) = (d.num_key_value_heads as i64, d.head_dim as i64);
     let (ckv, chd) = (d.cross_num_key_value_heads as i64, d.cross_head_dim as i64);
 
-    let tokens = b.input("tokens", DType::I64, &[PAIR, c as i64]);
-    let seqlens_k = b.input("step", DType::I32, &[PAIR]);
+    let tokens = b.input(names::TOKENS, DType::I64, &[PAIR, c as i64]);
+    let seqlens_k = b.input(names::STEP, DType::I32, &[PAIR]);
     let text = &["text_len"];
-    let cross_bias = b.input_dyn("cross_bias", w.dtype, &[PAIR, 1, 1, DYN], text);
+    let cross_bias = b.input_dyn(names::CROSS_BIAS, w.dtype, &[PAIR, 1, 1, DYN], text);
     let mut caches = Vec::new();
     for i in 0..d.num_hidden_layers {
-        let k = b.input(&format!("self_k_{i}"), w.dtype, &[PAIR, kv, f, hd]);
-        let vv = b.input(&format!("self_v_{i}"), w.dtype, &[PAIR, kv, f, hd]);
-        let ck = b.input_dyn(
-            &format!("cross_k_{i}"),
-            w.dtype,
-            &[PAIR, ckv, DYN, chd],
-            text,
-        );
-        let cv = b.input_dyn(
-            &format!("cross_v_{i}"),
-            w.dtype,
-            &[PAIR, ckv, DYN, chd],
-            text,
-        );
+        let k = b.input(&names::self_k(i), w.dtype, &[PAIR, kv, f, hd]);
+        let vv = b.input(&names::self_v(i), w.dtype, &[PAIR, kv, f, hd]);
+        let ck = b.input_dyn(&names::cross_k(i), w.dtype, &[PAIR, ckv, DYN, chd], text);
+        let cv = b.input_dyn(&names::cross_v(i), w.dtype, &[PAIR, ckv, DYN, chd], text);
         caches.push((k, vv, ck, cv));
     }
 
@@ -428,10 +419,10 @@ pub fn build_decoder_step_fused(
         b.skip_simplified_layer_norm(&x, &pending, &norm, d.norm_eps)
     });
     let logits = logits(b, &dec, cfg, &h)?;
-    b.output(&logits, "logits");
+    b.output(&logits, names::LOGITS);
     for (i, (k, v)) in new_kv.iter().enumerate() {
-        b.output(k, &format!("present_k_{i}"));
-        b.output(v, &format!("present_v_{i}"));
+        b.output(k, &names::present_k(i));
+        b.output(v, &names::present_v(i));
     }
     Ok(())
 }

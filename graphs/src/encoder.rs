@@ -12,6 +12,7 @@
 //! decoder never attends to them, so running the text's own tokens alone gives the same
 //! results at a fraction of the cost; the runtime does that and pads the cross K/V itself.
 
+use dia_bundle::names::encoder as names;
 use dia_bundle::DiaConfig;
 
 use crate::attention::{cross_kv, self_attention_full, Heads, Mask, MASK_BIAS};
@@ -90,13 +91,13 @@ pub fn build_encoder(
     let coreml = target == Target::CoreMl;
     let (tokens, mask) = if coreml {
         (
-            b.input("text_tokens", DType::I32, &[PAIR, t]),
-            b.input("text_mask", DType::F32, &[PAIR, t]),
+            b.input(names::TEXT_TOKENS, DType::I32, &[PAIR, t]),
+            b.input(names::TEXT_MASK, DType::F32, &[PAIR, t]),
         )
     } else {
         (
-            b.input_dyn("text_tokens", DType::I64, &[PAIR, DYN], &["text_len"]),
-            b.input_dyn("text_mask", DType::Bool, &[PAIR, DYN], &["text_len"]),
+            b.input_dyn(names::TEXT_TOKENS, DType::I64, &[PAIR, DYN], &["text_len"]),
+            b.input_dyn(names::TEXT_MASK, DType::Bool, &[PAIR, DYN], &["text_len"]),
         )
     };
     let dims: &[&str] = if coreml { &[] } else { &["text_len"] };
@@ -167,7 +168,7 @@ pub fn build_encoder(
         let g = enc.norm(b, "norm", e.hidden_size)?;
         b.scoped("encoder.norm", |b| rms_norm(b, &g, &x, e.norm_eps))
     };
-    let states = b.output_dyn(&states, "encoder_states", dims);
+    let states = b.output_dyn(&states, names::STATES, dims);
     let states = b.cast(&states, w.dtype);
 
     let heads = Heads {
@@ -178,8 +179,8 @@ pub fn build_encoder(
     for i in 0..d.num_hidden_layers {
         let cw = w.pp(format!("decoder.layers.{i}.cross_attention"));
         let (k, v) = cross_kv(b, &cw, &states, heads, target != Target::Fused)?;
-        b.output_dyn(&k, &format!("cross_k_{i}"), dims);
-        b.output_dyn(&v, &format!("cross_v_{i}"), dims);
+        b.output_dyn(&k, &names::cross_k(i), dims);
+        b.output_dyn(&v, &names::cross_v(i), dims);
     }
     Ok(())
 }

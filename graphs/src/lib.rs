@@ -44,39 +44,9 @@ mod safetensors_files;
 pub mod tensor;
 pub mod weights;
 
-pub use builder::{Builder, DType, ExternalData, Value};
+pub use builder::{Builder, DType, ExternalData, Value, WrittenFile};
 
-/// What the graphs are built for.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Target {
-    /// Standard ONNX operators only (plus `MatMulNBits` when quantised), for any ONNX runtime
-    /// and every ONNX Runtime provider (CUDA float32 included): dynamic text length in the
-    /// encoder, in-place cache update with `ScatterElements`, bool masks, a fixed text length
-    /// in the step.
-    Portable,
-    /// ONNX Runtime's CoreML provider (MLProgram): static shapes everywhere, int32 ids, float
-    /// masks added as biases, no `ScatterElements`/`Expand`/`Less`/`Equal`; the step outputs
-    /// only the new K/V row and the runtime writes it into the cache.
-    CoreMl,
-    /// ONNX Runtime's CPU and CUDA providers, the fastest on both: the decoder step is written
-    /// with ONNX Runtime's fused contrib ops (`GroupQueryAttention` with RoPE and the in-place
-    /// cache append, `MultiHeadAttention` for cross-attention, `SkipSimplifiedLayerNormalization`
-    /// for each residual add and RMSNorm), about a quarter of the portable step's nodes, and
-    /// takes the text length as a dynamic dim so the runtime pads to a short bucket. K caches
-    /// are `[B, KV, F, d]` (not transposed). On CUDA it needs float16 or bfloat16 (no float32
-    /// `GroupQueryAttention` kernel there).
-    #[default]
-    Fused,
-}
-
-impl Target {
-    pub fn name(self) -> &'static str {
-        match self {
-            Target::Portable => "portable",
-            Target::CoreMl => "coreml",
-            Target::Fused => "fused",
-        }
-    }
-}
 pub use checkpoint::{Checkpoint, CheckpointError, Layout};
 pub use dac::{DacCheckpoint, DacConfig, DacError, DacLayout, DacWeights};
+/// What the graphs are built for: the bundle contract's target.
+pub use dia_bundle::Target;

@@ -11,7 +11,6 @@
 
 use std::path::PathBuf;
 
-use dia_run::decoder::Utterance;
 use dia_run::delay::{delayed_prefill, Frames};
 use dia_run::sampler::{Sampler, SamplingParams};
 use dia_run::tokenizer::encode_text;
@@ -58,8 +57,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &args[2],
         a.manifest().max_text_len.min(b.manifest().max_text_len),
     )?;
-    let mut ua = Utterance::new(&a, &tokens)?;
-    let mut ub = Utterance::new(&b, &tokens)?;
+    let mut ua = a.utterance(&tokens)?;
+    let mut ub = b.utterance(&tokens)?;
 
     let params = SamplingParams {
         cfg_scale: 3.0,

@@ -1,6 +1,7 @@
 //! Audio files: WAV out (16-bit PCM or 32-bit float, written atomically) and WAV in for voice
 //! prompts (any rate, any channel count, mixed down to mono and resampled to the codec's rate).
 
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use rubato::{FftFixedIn, Resampler};
@@ -63,38 +64,112 @@ pub fn write_wav(
     crate::npy::write_atomic(path, buf.get_ref())
 }
 
+/// The sample rates a voice prompt may have (and `resample` converts between). The resampler's
+/// buffers grow with the rates' ratio and with the rate itself when the two share no large
+/// common divisor, so a header claiming 1 Hz or 4 GHz would cost memory out of all proportion
+/// to the file; real recordings lie well inside this range.
+pub const MIN_SAMPLE_RATE: u32 = 1_000;
+pub const MAX_SAMPLE_RATE: u32 = 768_000;
+
 /// Reads a WAV file as mono float samples at its own rate: returns (samples, rate).
+///
+/// The header is checked against the file before anything is allocated for the samples: a data
+/// chunk claiming more bytes than the file holds is reported as a truncated file, with both
+/// sizes, instead of being read until the reader runs dry.
 pub fn read_wav_mono(path: &Path) -> Result<(Vec<f32>, u32), RuntimeError> {
     let bad = |msg: String| RuntimeError::BadAudio {
         path: path.to_path_buf(),
         msg,
     };
-    let reader = hound::WavReader::open(path).map_err(|e| match e {
-        hound::Error::IoError(e) => RuntimeError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        },
+    let io = |e: std::io::Error| RuntimeError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let file_len = file.metadata().map_err(io)?.len();
+    let mut input = std::io::BufReader::new(file);
+    // hound reports a file ending inside the header as an I/O error ("Failed to read enough
+    // bytes"); the file is open and readable, so that is a truncated (or not-WAV) file.
+    let header_err = |e: hound::Error| match e {
+        hound::Error::IoError(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::Other
+            ) =>
+        {
+            bad(format!(
+                "truncated WAV file: the file ({file_len} bytes) ends inside its header, before \
+                 the data chunk starts"
+            ))
+        }
+        hound::Error::IoError(e) => io(e),
         other => bad(format!("not a readable WAV file ({other})")),
-    })?;
-    let spec = reader.spec();
+    };
+
+    // First pass over the header: the format, and where the data chunk starts. hound leaves
+    // the reader just past the data chunk's 8-byte header, whose last 4 bytes are its length.
+    let spec = hound::WavReader::new(&mut input)
+        .map_err(header_err)?
+        .spec();
+    let data_start = input.stream_position().map_err(io)?;
+    let mut len_field = [0u8; 4];
+    input
+        .seek(SeekFrom::Start(data_start.saturating_sub(4)))
+        .and_then(|_| input.read_exact(&mut len_field))
+        .map_err(io)?;
+    let promised = u64::from(u32::from_le_bytes(len_field));
+    let held = file_len.saturating_sub(data_start);
+    if promised > held {
+        return Err(bad(format!(
+            "truncated WAV file: the header promises {promised} bytes of samples but the file \
+             holds only {held} after its header (the file ends before its data chunk does)"
+        )));
+    }
+
     let channels = spec.channels as usize;
     if channels == 0 {
         return Err(bad("WAV header says 0 channels".into()));
     }
-    let interleaved: Vec<f32> = match spec.sample_format {
-        hound::SampleFormat::Float => reader
-            .into_samples::<f32>()
-            .collect::<Result<_, _>>()
-            .map_err(|e| bad(e.to_string()))?,
+    if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&spec.sample_rate) {
+        return Err(bad(format!(
+            "sample rate {} Hz is not supported: a voice prompt must be {MIN_SAMPLE_RATE} to \
+             {MAX_SAMPLE_RATE} Hz",
+            spec.sample_rate
+        )));
+    }
+    match (spec.sample_format, spec.bits_per_sample) {
+        (hound::SampleFormat::Float, 32) | (hound::SampleFormat::Int, 8 | 16 | 24 | 32) => {}
+        (format, bits) => {
+            return Err(bad(format!(
+                "{bits}-bit {} samples are not supported (8, 16, 24 or 32-bit integer, or \
+                 32-bit float)",
+                if format == hound::SampleFormat::Float {
+                    "float"
+                } else {
+                    "integer"
+                }
+            )))
+        }
+    }
+
+    // Second pass: the samples. Their count is now known to fit in the file.
+    input.seek(SeekFrom::Start(0)).map_err(io)?;
+    let reader = hound::WavReader::new(input).map_err(header_err)?;
+    let mut interleaved = Vec::with_capacity(reader.len() as usize);
+    let sample_err = |e: hound::Error| bad(format!("cannot decode its samples ({e})"));
+    match spec.sample_format {
+        hound::SampleFormat::Float => {
+            for s in reader.into_samples::<f32>() {
+                interleaved.push(s.map_err(sample_err)?);
+            }
+        }
         hound::SampleFormat::Int => {
             let scale = 1.0 / (1u64 << (spec.bits_per_sample - 1)) as f32;
-            reader
-                .into_samples::<i32>()
-                .map(|s| s.map(|v| v as f32 * scale))
-                .collect::<Result<_, _>>()
-                .map_err(|e| bad(e.to_string()))?
+            for s in reader.into_samples::<i32>() {
+                interleaved.push(s.map_err(sample_err)? as f32 * scale);
+            }
         }
-    };
+    }
     // Mono mix-down: the mean of the channels, as the reference does.
     let mono: Vec<f32> = interleaved
         .chunks_exact(channels)
@@ -109,11 +184,18 @@ pub fn read_wav_mono(path: &Path) -> Result<(Vec<f32>, u32), RuntimeError> {
 /// Resamples mono `x` from `from` Hz to `to` Hz (band-limited FFT resampler). The output has
 /// `round(len · to / from)` samples, aligned with the input (the resampler's delay removed).
 pub fn resample(x: &[f32], from: u32, to: u32) -> Result<Vec<f32>, RuntimeError> {
+    let err =
+        |e: String| RuntimeError::InvalidOption(format!("resampling {from} Hz -> {to} Hz: {e}"));
+    for rate in [from, to] {
+        if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&rate) {
+            return Err(err(format!(
+                "{rate} Hz is outside the supported {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz"
+            )));
+        }
+    }
     if from == to {
         return Ok(x.to_vec());
     }
-    let err =
-        |e: String| RuntimeError::InvalidOption(format!("resampling {from} Hz -> {to} Hz: {e}"));
     let chunk = 1024;
     let mut r = FftFixedIn::<f32>::new(from as usize, to as usize, chunk, 2, 1)
         .map_err(|e| err(e.to_string()))?;

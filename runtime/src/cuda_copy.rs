@@ -59,7 +59,7 @@ impl CudaCopy {
         if status == 0 {
             Ok(())
         } else {
-            Err(RuntimeError::InvalidOption(format!(
+            Err(RuntimeError::Cuda(format!(
                 "cudaMemcpy failed with CUDA error {status}"
             )))
         }
@@ -93,12 +93,11 @@ where
 {
     let (sa, sb) = (a.shape(), b.shape());
     if sa != sb || a.data_type() != b.data_type() {
-        return Err(RuntimeError::InvalidOption(format!(
-            "copy between a {:?} {sa:?} and a {:?} {sb:?} tensor",
-            a.data_type(),
-            b.data_type()
-        )));
+        return Err(RuntimeError::TensorCopy {
+            from: format!("{:?} {sa:?}", a.data_type()),
+            to: format!("{:?} {sb:?}", b.data_type()),
+        });
     }
     a.size()
-        .ok_or_else(|| RuntimeError::InvalidOption("copy of a tensor without a size".into()))
+        .ok_or_else(|| RuntimeError::Internal("copy of a tensor without a size".into()))
 }

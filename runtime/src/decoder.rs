@@ -1,81 +1,130 @@
-//! One utterance's decoder state: the encoder's cross K/V, the self-attention cache and the
-//! step inputs/outputs, all bound once to the decoder-step session with IO binding, so a step
-//! only writes the new tokens and step index, runs, and reads the logits. With the CUDA
-//! provider the cache and cross K/V live on the GPU; only tokens, the step index (in) and the
-//! logits (out) cross to the host each step.
+//! The decoder step: its session, the bundle's step layout, and a pool of decoder states.
 //!
-//! A captured CUDA graph replays the device addresses it was captured with, so in CUDA-graph
-//! mode (or with `ModelOptions::reuse_state`) the model keeps one `StepState` for its
-//! lifetime and each utterance writes its cross K/V and mask into those same buffers
-//! (utterances then take turns). Otherwise each utterance allocates its own.
+//! A state ([`StepState`]) is everything bound to the step session for one utterance: the
+//! cross K/V and mask, the self-attention cache and the per-step inputs and output, bound once
+//! with IO binding, so a step only writes the new tokens and position, runs, and reads the
+//! logits. With the CUDA provider the cache and cross K/V live on the GPU; only tokens, the
+//! position (in) and the logits (out) cross to the host each step.
+//!
+//! States are expensive (the cache is hundreds of MB at full size) and a captured CUDA graph
+//! replays the device addresses it was captured with, so states are pooled per text bucket:
+//! an utterance checks one out ([`DecoderStep::checkout`]), refills its cross K/V and mask in
+//! place, and gives it back when dropped. Two utterances alive at once get two states; none
+//! ever waits for another to finish. In CUDA-graph mode each state has its own graph id.
 
-use std::fmt::Debug;
-
-use ort::memory::Allocator;
 use std::collections::HashMap;
-use std::sync::MutexGuard;
+use std::fmt::Debug;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
-use ort::session::{IoBinding, RunOptions};
-use ort::value::{DynTensor, DynValue, PrimitiveTensorElementType, Tensor, TensorElementType};
+use dia_bundle::layout::{CacheUpdate, KLayout, PositionInput, StepLayout, TokenIds};
+use dia_bundle::{names, DecoderConfig, MASK_BIAS};
+use ort::memory::Allocator;
+use ort::session::{IoBinding, RunOptions, Session};
+use ort::value::{DynTensor, PrimitiveTensorElementType, Tensor, TensorElementType};
 
+use crate::cuda_copy::CudaCopy;
+use crate::encoder::CrossInputs;
 use crate::error::RuntimeError;
-use crate::kv_cache::{element_type, KvCache, Placement};
-use crate::model::DiaModel;
-use crate::providers::ExecutionProvider;
-use dia_bundle::MASK_BIAS;
-
-/// Copies the encoder's cross K (`[2, KV, d, len]`, `transposed`) or V (`[2, KV, len, d]`)
-/// into a zeroed host buffer of the step graph's fixed text length `t` (once per utterance).
-fn pad_typed<T: PrimitiveTensorElementType + Copy + Default + Debug>(
-    v: &DynValue,
-    t: usize,
-    transposed: bool,
-) -> Result<DynTensor, RuntimeError> {
-    let (shape, src) = v.try_extract_tensor::<T>()?;
-    let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-    let (rows, len, d) = if transposed {
-        (dims[0] * dims[1] * dims[2], dims[3], 1)
-    } else {
-        (dims[0] * dims[1], dims[2], dims[3])
-    };
-    let out_shape = if transposed {
-        [dims[0], dims[1], dims[2], t]
-    } else {
-        [dims[0], dims[1], t, dims[3]]
-    };
-    let mut out = Tensor::<T>::new(&Allocator::default(), out_shape)?;
-    let dst = out.extract_tensor_mut().1;
-    dst.fill(T::default());
-    // Each row holds `len` runs of `d` values; the padded row holds `t` of them.
-    for r in 0..rows {
-        dst[r * t * d..(r * t + len) * d].copy_from_slice(&src[r * len * d..(r + 1) * len * d]);
-    }
-    Ok(out.upcast())
-}
-
-fn pad_cross(
-    v: &DynValue,
-    dtype: TensorElementType,
-    t: usize,
-    transposed: bool,
-) -> Result<DynTensor, RuntimeError> {
-    match dtype {
-        TensorElementType::Float16 => pad_typed::<half::f16>(v, t, transposed),
-        TensorElementType::Bfloat16 => pad_typed::<half::bf16>(v, t, transposed),
-        _ => pad_typed::<f32>(v, t, transposed),
-    }
-}
+use crate::kv_cache::{tensor_type, KvCache, Placement};
 
 /// Where a step's wall time went, summed over the steps run so far (seconds).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StepTimings {
-    /// Host-to-device copies of the tokens and step index (CUDA graph mode only).
+    /// Host-to-device copies of the tokens and position (GPU only).
     pub upload_s: f64,
     /// The session run (graph replay, or every kernel launch, plus ONNX Runtime's own copies).
     pub run_s: f64,
-    /// Device-to-host copy of the logits (CUDA graph mode only).
+    /// Device-to-host copy of the logits (GPU only), and writing returned cache rows.
     pub download_s: f64,
     pub steps: usize,
+}
+
+/// The decoder-step graph and what runs it.
+pub struct DecoderStep {
+    /// Idle states by text bucket. Declared first: states are bound to the session and are
+    /// dropped before it.
+    pool: Mutex<HashMap<usize, Vec<StepState>>>,
+    session: Mutex<Session>,
+    layout: StepLayout,
+    cfg: DecoderConfig,
+    bos: i64,
+    /// The GPU the state lives on, when the step runs on CUDA.
+    on_cuda: bool,
+    /// Capture the step as a CUDA graph (one per state).
+    cuda_graph: bool,
+    next_graph_id: AtomicI64,
+    /// Direct copies of the per-step inputs and logits (CUDA provider only).
+    cuda_copy: Option<CudaCopy>,
+}
+
+impl DecoderStep {
+    pub fn new(
+        session: Session,
+        layout: StepLayout,
+        cfg: DecoderConfig,
+        bos: i64,
+        on_cuda: bool,
+        cuda_graph: bool,
+    ) -> Self {
+        Self {
+            pool: Mutex::new(HashMap::new()),
+            session: Mutex::new(session),
+            layout,
+            cfg,
+            bos,
+            on_cuda,
+            cuda_graph: cuda_graph && on_cuda,
+            next_graph_id: AtomicI64::new(1),
+            cuda_copy: on_cuda.then(CudaCopy::load).flatten(),
+        }
+    }
+
+    pub fn layout(&self) -> &StepLayout {
+        &self.layout
+    }
+
+    /// Whether the step replays captured CUDA graphs.
+    pub fn cuda_graph(&self) -> bool {
+        self.cuda_graph
+    }
+
+    fn session(&self) -> MutexGuard<'_, Session> {
+        self.session.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A state for these cross inputs: an idle one of the same bucket, refilled, or a new one.
+    /// It goes back to the pool when the returned utterance is dropped.
+    pub fn checkout(&self, cross: CrossInputs) -> Result<Utterance<'_>, RuntimeError> {
+        let idle = self
+            .pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&cross.bucket)
+            .and_then(|v| v.pop());
+        let state = match idle {
+            Some(mut s) => {
+                s.refill(cross)?;
+                s
+            }
+            None => StepState::new(self, cross)?,
+        };
+        Ok(Utterance {
+            decoder: self,
+            state: Some(state),
+            timings: StepTimings::default(),
+        })
+    }
+
+    /// States built so far and idle now, for tests and diagnostics.
+    pub fn idle_states(&self) -> usize {
+        self.pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(Vec::len)
+            .sum()
+    }
 }
 
 /// Device copies of the step's inputs and output, when the step runs on a GPU: ONNX Runtime
@@ -83,19 +132,196 @@ pub struct StepTimings {
 /// inputs must be device buffers the runtime copies into (and a CUDA graph needs them at fixed
 /// addresses anyway).
 struct DeviceIo {
-    tokens: Tensor<i64>,
-    step: DynTensor,
+    tokens: DynTensor,
+    position: DynTensor,
     logits: Tensor<f32>,
 }
 
-/// The step position input: int64 `[1]` (portable graphs) or int32 `[2]`, one per CFG row
-/// (fused-target graphs: `GroupQueryAttention`'s `seqlens_k`).
-fn step_input(alloc: &Allocator, fused: bool) -> Result<DynTensor, RuntimeError> {
-    Ok(if fused {
-        Tensor::<i32>::new(alloc, [2usize])?.upcast()
-    } else {
-        Tensor::<i64>::new(alloc, [1usize])?.upcast()
+/// Extra inputs and outputs of a step that returns its cache rows (coreml).
+struct ReturnedRows {
+    self_bias: Tensor<f32>,
+    rows: Vec<(DynTensor, DynTensor)>,
+}
+
+/// Everything bound to the step session for an utterance.
+pub struct StepState {
+    binding: IoBinding,
+    /// This step's token ids, `[2, C]` (int64, or int32 offset per channel).
+    tokens: DynTensor,
+    position: DynTensor,
+    logits: Tensor<f32>,
+    cache: KvCache,
+    cross: Vec<DynTensor>,
+    mask: DynTensor,
+    device_io: Option<DeviceIo>,
+    returned: Option<ReturnedRows>,
+    place: Placement,
+    run_options: Option<RunOptions>,
+}
+
+fn id_tensor(alloc: &Allocator, ids: TokenIds, c: usize) -> Result<DynTensor, RuntimeError> {
+    Ok(match ids {
+        TokenIds::I64 => Tensor::<i64>::new(alloc, [2usize, c])?.upcast(),
+        TokenIds::I32ChannelOffset => Tensor::<i32>::new(alloc, [2usize, c])?.upcast(),
     })
+}
+
+fn position_tensor(alloc: &Allocator, p: PositionInput) -> Result<DynTensor, RuntimeError> {
+    Ok(match p {
+        PositionInput::I64 => Tensor::<i64>::new(alloc, [1usize])?.upcast(),
+        PositionInput::I32 => Tensor::<i32>::new(alloc, [1usize])?.upcast(),
+        PositionInput::I32PerRow => Tensor::<i32>::new(alloc, [2usize])?.upcast(),
+    })
+}
+
+impl StepState {
+    /// Allocates a state (on the GPU with the CUDA provider) around these cross inputs (host
+    /// tensors, uploaded here) and binds it all to the step session.
+    fn new(dec: &DecoderStep, cross: CrossInputs) -> Result<Self, RuntimeError> {
+        let l = &dec.layout;
+        let d = &dec.cfg;
+        let c = d.num_channels;
+        let dtype = tensor_type(l.dtype);
+        let session = dec.session();
+        let place = Placement::new(&session, dec.on_cuda)?;
+        let host = Allocator::default();
+        let mut binding = session.create_binding()?;
+
+        let mut tokens = id_tensor(&host, l.tokens, c)?;
+        let mut position = position_tensor(&host, l.position)?;
+        write_tokens(&mut tokens, &vec![dec.bos; c], d.vocab_size)?;
+        set_position(&mut position, 0)?;
+        let mut logits = Tensor::<f32>::new(&host, [2usize, c, d.vocab_size])?;
+        let mut device_io = match place.device_allocator() {
+            Some(dev) => Some(DeviceIo {
+                tokens: id_tensor(dev, l.tokens, c)?,
+                position: position_tensor(dev, l.position)?,
+                logits: Tensor::<f32>::new(dev, [2usize, c, d.vocab_size])?,
+            }),
+            None => None,
+        };
+        let mut cache = KvCache::new(
+            &place,
+            dtype,
+            d.num_hidden_layers,
+            d.num_key_value_heads,
+            d.head_dim,
+            l,
+        )?;
+        let mut cross_dev = Vec::with_capacity(2 * cross.layers.len());
+        for layer in cross.layers {
+            cross_dev.push(place.upload(layer.k)?);
+            cross_dev.push(place.upload(layer.v)?);
+        }
+        let mask = place.upload(cross.mask)?;
+        binding.bind_input(l.cross_mask_name(), &mask)?;
+        match &device_io {
+            Some(io) => {
+                binding.bind_input(names::step::TOKENS, &io.tokens)?;
+                binding.bind_input(names::step::STEP, &io.position)?;
+            }
+            None => {
+                binding.bind_input(names::step::TOKENS, &tokens)?;
+                binding.bind_input(names::step::STEP, &position)?;
+            }
+        }
+        let mut returned = match l.cache_update {
+            CacheUpdate::InPlace => None,
+            CacheUpdate::ReturnedRows => {
+                let mut self_bias = Tensor::<f32>::new(&host, [l.max_frames])?;
+                self_bias.extract_tensor_mut().1.fill(MASK_BIAS);
+                binding.bind_input(names::step::SELF_BIAS, &self_bias)?;
+                Some(ReturnedRows {
+                    self_bias,
+                    rows: Vec::new(),
+                })
+            }
+        };
+        let (kv, hd) = (d.num_key_value_heads, d.head_dim);
+        for (i, layer) in cache.layers.iter_mut().enumerate() {
+            binding.bind_input(names::step::self_k(i), &layer.k)?;
+            binding.bind_input(names::step::self_v(i), &layer.v)?;
+            binding.bind_input(names::step::cross_k(i), &cross_dev[2 * i])?;
+            binding.bind_input(names::step::cross_v(i), &cross_dev[2 * i + 1])?;
+            match returned.as_mut() {
+                Some(r) => {
+                    // The step returns the new rows; the runtime writes them after the step.
+                    let mut nk = DynTensor::new(&host, dtype, l.k_shape(2, kv, hd, 1).to_vec())?;
+                    let mut nv = DynTensor::new(&host, dtype, vec![2, kv, 1, hd])?;
+                    binding.bind_output(names::step::new_k(i), &mut nk)?;
+                    binding.bind_output(names::step::new_v(i), &mut nv)?;
+                    r.rows.push((nk, nv));
+                }
+                None => {
+                    // The same buffers as outputs: the step writes its slot in place.
+                    binding.bind_output(names::step::present_k(i), &mut layer.k)?;
+                    binding.bind_output(names::step::present_v(i), &mut layer.v)?;
+                }
+            }
+        }
+        match device_io.as_mut() {
+            Some(io) => binding.bind_output(names::step::LOGITS, &mut io.logits)?,
+            None => binding.bind_output(names::step::LOGITS, &mut logits)?,
+        }
+        drop(session);
+        let run_options = if dec.cuda_graph {
+            let mut o = RunOptions::new()?;
+            let id = dec.next_graph_id.fetch_add(1, Ordering::Relaxed);
+            o.set("gpu_graph_id", id.to_string())?;
+            Some(o)
+        } else {
+            None
+        };
+        Ok(Self {
+            binding,
+            tokens,
+            position,
+            logits,
+            cache,
+            cross: cross_dev,
+            mask,
+            device_io,
+            returned,
+            place,
+            run_options,
+        })
+    }
+
+    /// Writes a new utterance's cross K/V and mask into the bound buffers. The cache is not
+    /// cleared: every step attends only the slots it has written (stale slots are masked).
+    fn refill(&mut self, cross: CrossInputs) -> Result<(), RuntimeError> {
+        let mut dst = self.cross.iter_mut();
+        for layer in cross.layers {
+            for src in [layer.k, layer.v] {
+                let d = dst.next().ok_or_else(|| {
+                    RuntimeError::Internal("cross inputs of another layer count".into())
+                })?;
+                self.place.upload_into(&src, d)?;
+            }
+        }
+        self.place.upload_into(&cross.mask, &mut self.mask)
+    }
+}
+
+/// Writes one frame's tokens (one per channel, the same for both CFG rows) into `ids`.
+fn write_tokens(ids: &mut DynTensor, frame: &[i64], vocab: usize) -> Result<(), RuntimeError> {
+    let c = frame.len();
+    match *ids.data_type() {
+        TensorElementType::Int32 => {
+            let buf = ids.try_extract_tensor_mut::<i32>()?.1;
+            for row in buf.chunks_exact_mut(c) {
+                for (ch, (dst, &tk)) in row.iter_mut().zip(frame).enumerate() {
+                    *dst = (tk + (ch * vocab) as i64) as i32;
+                }
+            }
+        }
+        _ => {
+            let buf = ids.try_extract_tensor_mut::<i64>()?.1;
+            buf[..c].copy_from_slice(frame);
+            buf[c..].copy_from_slice(frame);
+        }
+    }
+    Ok(())
 }
 
 fn set_position(step: &mut DynTensor, position: usize) -> Result<(), RuntimeError> {
@@ -110,33 +336,6 @@ fn set_position(step: &mut DynTensor, position: usize) -> Result<(), RuntimeErro
             .fill(position as i64),
     }
     Ok(())
-}
-
-/// `values` (float32) as a host tensor of the bundle's float dtype.
-fn float_tensor(
-    dtype: TensorElementType,
-    shape: Vec<usize>,
-    values: Vec<f32>,
-) -> Result<DynTensor, RuntimeError> {
-    Ok(match dtype {
-        TensorElementType::Float16 => Tensor::<half::f16>::from_array((
-            shape,
-            values
-                .into_iter()
-                .map(half::f16::from_f32)
-                .collect::<Vec<_>>(),
-        ))?
-        .upcast(),
-        TensorElementType::Bfloat16 => Tensor::<half::bf16>::from_array((
-            shape,
-            values
-                .into_iter()
-                .map(half::bf16::from_f32)
-                .collect::<Vec<_>>(),
-        ))?
-        .upcast(),
-        _ => Tensor::<f32>::from_array((shape, values))?.upcast(),
-    })
 }
 
 /// Writes a step's key (`[2, KV, d, 1]` into K `[2, KV, d, F]`, `transposed`) or value
@@ -179,325 +378,77 @@ fn write_row(
     }
 }
 
-/// State of a `--target coreml` step graph: int32 ids, float mask biases, and the new K/V
-/// rows the runtime writes into the cache (Core ML updates nothing in place).
-struct RowsMode {
-    tokens: Tensor<i32>,
-    step: Tensor<i32>,
-    self_bias: Tensor<f32>,
-    rows: Vec<(DynTensor, DynTensor)>,
-    vocab: i64,
-}
-
-/// Everything bound to the decoder-step session for an utterance: the cache, cross K/V and
-/// mask, and the per-step inputs and output.
-pub(crate) struct StepState {
-    binding: IoBinding,
-    tokens: Tensor<i64>,
-    step: DynTensor,
-    logits: Tensor<f32>,
-    cache: KvCache,
-    /// Cross K, cross V per layer (in that order), then the cross mask or bias.
-    cross: Vec<DynTensor>,
-    device_io: Option<DeviceIo>,
-    rows_mode: Option<RowsMode>,
-    place: Placement,
-    /// CUDA-graph mode: `gpu_graph_id` = the text bucket, one captured graph per bucket.
-    run_options: Option<RunOptions>,
-}
-
-/// The cross mask (portable), or the additive bias (coreml `[2, T]` float32, cuda
-/// `[2, 1, 1, T]` in the bundle dtype) for a text of `len` tokens padded to `t`.
-fn cross_mask(
-    model: &DiaModel,
-    dtype: TensorElementType,
-    len: usize,
-    t: usize,
-) -> Result<DynTensor, RuntimeError> {
-    let keep = |i: usize| i % t < len;
-    let bias = |i: usize| if keep(i) { 0.0 } else { MASK_BIAS };
-    Ok(if model.is_coreml_target() {
-        Tensor::<f32>::from_array(([2usize, t], (0..2 * t).map(bias).collect::<Vec<_>>()))?.upcast()
-    } else if model.is_fused_target() {
-        float_tensor(dtype, vec![2, 1, 1, t], (0..2 * t).map(bias).collect())?
-    } else {
-        Tensor::<bool>::from_array(([2usize, t], (0..2 * t).map(keep).collect::<Vec<_>>()))?
-            .upcast()
-    })
-}
-
-/// The encoder's cross K/V of every layer padded to `t` (host tensors, K then V per layer).
-fn padded_cross(
-    model: &DiaModel,
-    enc_out: &mut std::collections::HashMap<String, DynValue>,
-    dtype: TensorElementType,
-    t: usize,
-) -> Result<Vec<DynTensor>, RuntimeError> {
-    // Portable and coreml graphs keep cross K transposed; the fused attention takes it as V is.
-    let k_transposed = !model.is_fused_target();
-    let layers = model.config().decoder_config.num_hidden_layers;
-    let mut out = Vec::with_capacity(2 * layers + 1);
-    for i in 0..layers {
-        for (kind, transposed) in [("cross_k", k_transposed), ("cross_v", false)] {
-            let name = format!("{kind}_{i}");
-            let v = enc_out
-                .remove(&name)
-                .ok_or_else(|| RuntimeError::GraphMismatch {
-                    graph: "encoder".into(),
-                    kind: "output",
-                    name: name.clone(),
-                })?;
-            out.push(pad_cross(&v, dtype, t, transposed)?);
-        }
-    }
-    Ok(out)
-}
-
-impl StepState {
-    /// Allocates the state (on the GPU with the CUDA provider) around this utterance's cross
-    /// K/V and mask (host tensors, uploaded here) and binds it all to the step session.
-    fn new(model: &DiaModel, host_cross: Vec<DynTensor>, t: usize) -> Result<Self, RuntimeError> {
-        let m = model.manifest();
-        let cfg = &m.config;
-        let d = &cfg.decoder_config;
-        let dtype = element_type(&m.dtype)?;
-        let fused = model.is_fused_target();
-        let coreml = model.is_coreml_target();
-        let decoder = model.decoder_session();
-        let cuda = model.provider() == ExecutionProvider::Cuda;
-        let place = Placement::new(&decoder, cuda)?;
-        let alloc = Allocator::default();
-        let mut binding = decoder.create_binding()?;
-
-        let mut tokens = Tensor::<i64>::new(&alloc, [2usize, d.num_channels])?;
-        tokens.extract_tensor_mut().1.fill(cfg.bos_token_id);
-        let mut step = step_input(&alloc, fused)?;
-        set_position(&mut step, 0)?;
-        let mut logits = Tensor::<f32>::new(&alloc, [2usize, d.num_channels, d.vocab_size])?;
-        let mut device_io = match place.device_allocator() {
-            Some(dev) => Some(DeviceIo {
-                tokens: Tensor::<i64>::new(dev, [2usize, d.num_channels])?,
-                step: step_input(dev, fused)?,
-                logits: Tensor::<f32>::new(dev, [2usize, d.num_channels, d.vocab_size])?,
-            }),
-            None => None,
-        };
-        let mut cache = KvCache::new(
-            &place,
-            dtype,
-            d.num_hidden_layers,
-            2,
-            d.num_key_value_heads,
-            d.head_dim,
-            m.max_frames,
-            !fused,
-        )?;
-        let cross = host_cross
-            .into_iter()
-            .map(|h| place.upload(h))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mask_name = if fused || coreml {
-            "cross_bias"
-        } else {
-            "cross_mask"
-        };
-        binding.bind_input(mask_name, cross.last().expect("the mask"))?;
-
-        let mut rows_mode = None;
-        if coreml {
-            let mut tok32 = Tensor::<i32>::new(&alloc, [2usize, d.num_channels])?;
-            tok32.extract_tensor_mut().1.fill(0);
-            let mut step32 = Tensor::<i32>::new(&alloc, [1usize])?;
-            step32.extract_tensor_mut().1[0] = 0;
-            let mut self_bias = Tensor::<f32>::new(&alloc, [m.max_frames])?;
-            self_bias.extract_tensor_mut().1.fill(MASK_BIAS);
-            binding.bind_input("tokens", &tok32)?;
-            binding.bind_input("step", &step32)?;
-            binding.bind_input("self_bias", &self_bias)?;
-            rows_mode = Some(RowsMode {
-                tokens: tok32,
-                step: step32,
-                self_bias,
-                rows: Vec::new(),
-                vocab: d.vocab_size as i64,
-            });
-        } else if let Some(io) = &device_io {
-            binding.bind_input("tokens", &io.tokens)?;
-            binding.bind_input("step", &io.step)?;
-        } else {
-            binding.bind_input("tokens", &tokens)?;
-            binding.bind_input("step", &step)?;
-        }
-        for (i, l) in cache.layers.iter_mut().enumerate() {
-            binding.bind_input(format!("self_k_{i}"), &l.k)?;
-            binding.bind_input(format!("self_v_{i}"), &l.v)?;
-            binding.bind_input(format!("cross_k_{i}"), &cross[2 * i])?;
-            binding.bind_input(format!("cross_v_{i}"), &cross[2 * i + 1])?;
-            if let Some(rm) = rows_mode.as_mut() {
-                // Core ML graphs return the new rows; the runtime writes them after the step.
-                let kd: Vec<i64> = l.k.shape().iter().copied().collect();
-                let vd: Vec<i64> = l.v.shape().iter().copied().collect();
-                let mut nk = DynTensor::new(&alloc, dtype, vec![kd[0], kd[1], kd[2], 1])?;
-                let mut nv = DynTensor::new(&alloc, dtype, vec![vd[0], vd[1], 1, vd[3]])?;
-                binding.bind_output(format!("new_k_{i}"), &mut nk)?;
-                binding.bind_output(format!("new_v_{i}"), &mut nv)?;
-                rm.rows.push((nk, nv));
-            } else {
-                // The same buffers as outputs: the step writes its slot in place.
-                binding.bind_output(format!("present_k_{i}"), &mut l.k)?;
-                binding.bind_output(format!("present_v_{i}"), &mut l.v)?;
-            }
-        }
-        match device_io.as_mut() {
-            Some(io) => binding.bind_output("logits", &mut io.logits)?,
-            None => binding.bind_output("logits", &mut logits)?,
-        }
-        drop(decoder);
-        let run_options = if model.cuda_graph() {
-            let mut o = RunOptions::new()?;
-            o.set("gpu_graph_id", t.to_string())?;
-            Some(o)
-        } else {
-            None
-        };
-        Ok(Self {
-            run_options,
-            binding,
-            tokens,
-            step,
-            logits,
-            cache,
-            cross,
-            device_io,
-            rows_mode,
-            place,
-        })
-    }
-
-    /// Writes a new utterance's cross K/V and mask into the bound buffers. The cache is not
-    /// cleared: every step attends only the slots it has written (stale slots are masked).
-    fn refill(&mut self, host_cross: Vec<DynTensor>) -> Result<(), RuntimeError> {
-        for (dst, src) in self.cross.iter_mut().zip(host_cross) {
-            self.place.upload_into(&src, dst)?;
-        }
-        Ok(())
-    }
-}
-
-/// An utterance's state: its own, or the model's shared one.
-enum StateRef<'m> {
-    Owned(Box<StepState>),
-    Shared(MutexGuard<'m, HashMap<usize, StepState>>, usize),
-}
-
-impl StateRef<'_> {
-    fn get(&mut self) -> &mut StepState {
-        match self {
-            StateRef::Owned(s) => s,
-            StateRef::Shared(g, t) => g.get_mut(t).expect("inserted before use"),
-        }
-    }
-}
-
-pub struct Utterance<'m> {
-    model: &'m DiaModel,
-    state: StateRef<'m>,
+/// One utterance's hold on a decoder state: run steps with [`Utterance::step`]; dropping it
+/// gives the state back to the pool.
+pub struct Utterance<'d> {
+    decoder: &'d DecoderStep,
+    state: Option<StepState>,
     pub timings: StepTimings,
-    max_frames: usize,
 }
 
-impl<'m> Utterance<'m> {
-    /// Runs the encoder on the CFG pair for `text` (conditional tokens, unpadded) and prepares
-    /// the decoder state.
-    pub fn new(model: &'m DiaModel, text: &[i64]) -> Result<Self, RuntimeError> {
-        let m = model.manifest();
-        if text.len() > m.max_text_len {
-            return Err(RuntimeError::TextTooLong {
-                tokens: text.len(),
-                max: m.max_text_len,
-            });
+impl Drop for Utterance<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = self.state.take() {
+            let bucket = s.mask.shape()[s.mask.shape().len() - 1] as usize;
+            self.decoder
+                .pool
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(bucket)
+                .or_default()
+                .push(s);
         }
-        let t = model.text_bucket(text.len());
-        let dtype = element_type(&m.dtype)?;
-        // The encoder runs on the text's own tokens: row 0 unconditional (all pad), row 1
-        // conditional, both with the conditional mask (all true here). Positions past the text
-        // are padding, which the decoder's cross-attention masks out: their K/V stay zero.
-        let len = text.len();
-        let mut tok = vec![0i64; 2 * len];
-        tok[len..].copy_from_slice(text);
-        let mut enc_out = model.run_encoder(tok, vec![true; 2 * len])?;
-        let mut host = padded_cross(model, &mut enc_out, dtype, t)?;
-        host.push(cross_mask(model, dtype, len, t)?);
+    }
+}
 
-        let state = if model.reuse_state() {
-            let mut shared = model.graph_state();
-            match shared.get_mut(&t) {
-                Some(s) => s.refill(host)?,
-                None => {
-                    let s = StepState::new(model, host, t)?;
-                    shared.insert(t, s);
-                }
-            }
-            StateRef::Shared(shared, t)
-        } else {
-            StateRef::Owned(Box::new(StepState::new(model, host, t)?))
-        };
-        Ok(Self {
-            model,
-            state,
-            timings: StepTimings::default(),
-            max_frames: m.max_frames,
-        })
+impl Utterance<'_> {
+    /// The most positions a step can take (the cache length).
+    pub fn max_frames(&self) -> usize {
+        self.decoder.layout.max_frames
     }
 
     /// Runs one decoder step at `position` with this frame's `tokens` (one per channel, the
     /// same for both CFG rows); returns the logits `[2, C, V]` (unconditional, conditional).
     pub fn step(&mut self, tokens: &[i64], position: usize) -> Result<&[f32], RuntimeError> {
-        if position >= self.max_frames {
-            return Err(RuntimeError::InvalidOption(format!(
-                "decoder step {position} is past the bundle's {} frames",
-                self.max_frames
+        let dec = self.decoder;
+        if position >= dec.layout.max_frames {
+            return Err(RuntimeError::PastCache {
+                position,
+                max_frames: dec.layout.max_frames,
+            });
+        }
+        if tokens.len() != dec.cfg.num_channels {
+            return Err(RuntimeError::Internal(format!(
+                "a frame of {} tokens for {} channels",
+                tokens.len(),
+                dec.cfg.num_channels
             )));
         }
-        let st = self.state.get();
-        {
-            let buf = st.tokens.extract_tensor_mut().1;
-            let c = tokens.len();
-            buf[..c].copy_from_slice(tokens);
-            buf[c..].copy_from_slice(tokens);
-        }
-        set_position(&mut st.step, position)?;
-        if let Some(rm) = st.rows_mode.as_mut() {
-            let ids = rm.tokens.extract_tensor_mut().1;
-            let c = tokens.len();
-            for row in 0..2 {
-                for (ch, &tk) in tokens.iter().enumerate() {
-                    ids[row * c + ch] = (tk + ch as i64 * rm.vocab) as i32;
-                }
-            }
-            rm.step.extract_tensor_mut().1[0] = position as i32;
+        let st = self.state.as_mut().expect("held until drop");
+        write_tokens(&mut st.tokens, tokens, dec.cfg.vocab_size)?;
+        set_position(&mut st.position, position)?;
+        if let Some(r) = st.returned.as_mut() {
             // Slots from `position` on are masked (stale rows of an earlier utterance too).
-            let bias = rm.self_bias.extract_tensor_mut().1;
+            let bias = r.self_bias.extract_tensor_mut().1;
             bias[..position].fill(0.0);
             bias[position..].fill(MASK_BIAS);
         }
         let t0 = std::time::Instant::now();
-        let fast = self.model.cuda_copy();
         if let Some(io) = st.device_io.as_mut() {
-            match fast {
+            match &dec.cuda_copy {
                 Some(cc) => {
                     cc.to_device(&st.tokens, &mut io.tokens)?;
-                    cc.to_device(&st.step, &mut io.step)?;
+                    cc.to_device(&st.position, &mut io.position)?;
                 }
                 None => {
                     st.tokens.copy_into(&mut io.tokens)?;
-                    st.step.copy_into(&mut io.step)?;
+                    st.position.copy_into(&mut io.position)?;
                 }
             }
         }
         let t1 = std::time::Instant::now();
         {
-            let mut session = self.model.decoder_session();
+            let mut session = dec.session();
             match &st.run_options {
                 Some(o) => session.run_binding_with_options(&st.binding, o)?,
                 None => session.run_binding(&st.binding)?,
@@ -505,14 +456,15 @@ impl<'m> Utterance<'m> {
         }
         let t2 = std::time::Instant::now();
         if let Some(io) = st.device_io.as_ref() {
-            match fast {
+            match &dec.cuda_copy {
                 Some(cc) => cc.to_host(&io.logits, &mut st.logits)?,
                 None => io.logits.copy_into(&mut st.logits)?,
             }
         }
-        if let Some(rm) = st.rows_mode.as_mut() {
-            for (l, (nk, nv)) in st.cache.layers.iter_mut().zip(&rm.rows) {
-                write_row(&mut l.k, nk, position, true)?;
+        if let Some(r) = st.returned.as_ref() {
+            let transposed = dec.layout.k_layout == KLayout::Transposed;
+            for (l, (nk, nv)) in st.cache.layers.iter_mut().zip(&r.rows) {
+                write_row(&mut l.k, nk, position, transposed)?;
                 write_row(&mut l.v, nv, position, false)?;
             }
         }

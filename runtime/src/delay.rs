@@ -1,7 +1,8 @@
 //! The delay pattern: channel c is shifted `delay[c]` frames later on the way into the
 //! decoder, and shifted back on the way out (nari-labs `dia/audio.py`).
 
-/// Channel-major frame buffer of `frames × channels` tokens, -1 meaning "not yet generated".
+/// Frame-major buffer of `frames × channels` tokens (row `t` holds frame t's token of every
+/// channel), -1 meaning "not yet generated".
 #[derive(Clone, Debug)]
 pub struct Frames {
     pub channels: usize,
@@ -69,13 +70,28 @@ pub fn revert(frames: &Frames, delay: &[i64], codebook: i64) -> Frames {
     let keep = t_len.saturating_sub(max_delay);
     let mut out = Frames::new(keep, c);
     for t in 0..keep {
-        for (ch, &dl) in delay.iter().enumerate() {
-            let src = (t + dl as usize).min(t_len - 1);
-            let v = frames.data[src * c + ch];
-            out.data[t * c + ch] = if (0..codebook).contains(&v) { v } else { 0 };
-        }
+        revert_frame(frames, t, t_len, delay, codebook, out.row_mut(t));
     }
     out
+}
+
+/// Frame `t` of the reverted codes of the first `t_len` rows of `frames` (delayed), into
+/// `out` (one code per channel): channel c comes from row `min(t + delay[c], t_len - 1)`;
+/// codes outside `0..codebook` (specials, unwritten slots) become 0.
+pub fn revert_frame(
+    frames: &Frames,
+    t: usize,
+    t_len: usize,
+    delay: &[i64],
+    codebook: i64,
+    out: &mut [i64],
+) {
+    let c = frames.channels;
+    for (ch, (o, &dl)) in out.iter_mut().zip(delay).enumerate() {
+        let src = (t + dl as usize).min(t_len - 1);
+        let v = frames.data.get(src * c + ch).copied().unwrap_or(-1);
+        *o = if (0..codebook).contains(&v) { v } else { 0 };
+    }
 }
 
 #[cfg(test)]

@@ -24,12 +24,31 @@ pub enum RuntimeError {
         kind: &'static str,
         name: String,
     },
+    #[error("bundle graph `{graph}` input `{name}` is {graph_has} but the manifest says {manifest}: the manifest and the graphs disagree; re-export the bundle")]
+    GraphSpecMismatch {
+        graph: String,
+        name: String,
+        manifest: String,
+        graph_has: String,
+    },
     #[error("the text is empty: give dia-run something to say, e.g. \"[S1] Hello.\"")]
     EmptyText,
     #[error("the text is {tokens} tokens (bytes) long but the bundle's encoder takes at most {max}; shorten it or split it into several runs")]
     TextTooLong { tokens: usize, max: usize },
+    /// An option out of its range, or options that contradict each other.
     #[error("{0}")]
     InvalidOption(String),
+    #[error("decoder step {position} is past the bundle's {max_frames} frames")]
+    PastCache { position: usize, max_frames: usize },
+    #[error("cannot copy a {from} tensor into a {to} one")]
+    TensorCopy { from: String, to: String },
+    #[error("CUDA: {0}")]
+    Cuda(String),
+    #[error("resampling {from} Hz -> {to} Hz: {msg}")]
+    Resample { from: u32, to: u32, msg: String },
+    /// A broken invariant of this library (a bug): please report it.
+    #[error("internal error (please report it): {0}")]
+    Internal(String),
     #[error("the bundle {bundle} has no DAC codec, so it cannot {what}: re-export it with `dia-export CHECKPOINT --out BUNDLE --dac DAC_DIR`, DAC_DIR holding the 44.1 kHz DAC (config.json + model.safetensors, e.g. the Hub's descript/dac_44khz)")]
     NoCodec { bundle: PathBuf, what: String },
     #[error("{path}: {msg}")]

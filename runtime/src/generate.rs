@@ -1,18 +1,10 @@
-//! The generation loop, step for step as nari-labs `Dia.generate`: BOS prefill with the delay
-//! pattern, one decoder step per frame with CFG and sampling, the EOS countdown that closes
-//! every channel in delay order, and the delay reverted on the way out.
+//! Generation's options and results, and [`DiaModel::generate`]: a whole utterance at once,
+//! as a loop over a [`Generator`].
 
-use std::time::Instant;
-
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-
-use crate::decoder::Utterance;
-use crate::delay::{delayed_prefill, revert, Frames};
+use crate::delay::Frames;
 use crate::error::RuntimeError;
+use crate::generator::Generator;
 use crate::model::DiaModel;
-use crate::sampler::{Sampler, SamplingParams};
-use crate::tokenizer::encode_text;
 
 /// `generate()` arguments, with the reference's meanings and defaults.
 #[derive(Clone, Debug)]
@@ -51,9 +43,13 @@ impl Default for GenerateOptions {
 /// Progress reported after every step.
 #[derive(Clone, Copy, Debug)]
 pub struct Progress {
+    /// Decoder steps run (prefill included).
     pub step: usize,
     pub max_steps: usize,
+    /// Seconds since the first generated step started.
     pub elapsed_s: f64,
+    /// Delay-reverted frames complete so far.
+    pub frames: usize,
 }
 
 /// What a generation produced.
@@ -75,7 +71,8 @@ pub struct Generation {
 }
 
 impl GenerateOptions {
-    fn validate(&self, max_frames: usize, vocab: usize) -> Result<usize, RuntimeError> {
+    /// Checks every option; returns the step budget.
+    pub(crate) fn validate(&self, max_frames: usize, vocab: usize) -> Result<usize, RuntimeError> {
         let max_tokens = self.max_tokens.unwrap_or(max_frames);
         if max_tokens == 0 || max_tokens > max_frames {
             return Err(RuntimeError::InvalidOption(format!(
@@ -109,159 +106,19 @@ impl GenerateOptions {
 }
 
 impl DiaModel {
-    /// Generates audio codes for `text` (e.g. `"[S1] Hello. [S2] Hi!"`).
+    /// Generates audio codes for `text` (e.g. `"[S1] Hello. [S2] Hi!"`), calling `progress`
+    /// after every step. For frames as they come, or to stop early, use a [`Generator`].
     pub fn generate(
         &self,
         text: &str,
         opts: &GenerateOptions,
         mut progress: impl FnMut(Progress),
     ) -> Result<Generation, RuntimeError> {
-        let m = self.manifest();
-        let cfg = &m.config;
-        let d = &cfg.decoder_config;
-        let max_tokens = opts.validate(m.max_frames, d.vocab_size)?;
-        let tokens = encode_text(text, m.max_text_len)?;
-
-        let t0 = Instant::now();
-        let mut utt = Utterance::new(self, &tokens)?;
-        let encoder_s = t0.elapsed().as_secs_f64();
-
-        let c = d.num_channels;
-        let delay = &cfg.delay_pattern;
-        let max_delay = cfg.max_delay();
-        let (eos, pad) = (cfg.eos_token_id, cfg.pad_token_id);
-
-        // Generated (delayed) frames; -1 marks slots the model is still to write.
-        let prompt = opts.audio_prompt.as_ref();
-        if let Some(p) = prompt {
-            if p.channels != c {
-                return Err(RuntimeError::InvalidOption(format!(
-                    "the voice prompt has {} codebooks but the model {c}",
-                    p.channels
-                )));
-            }
+        let mut g = Generator::new(self, text, opts)?;
+        while !g.is_done() {
+            g.step()?;
+            progress(g.progress());
         }
-        let prefill = delayed_prefill(prompt, delay, cfg.bos_token_id);
-        // BOS frame plus the prompt's frames.
-        let prefill_steps = 1 + prompt.map_or(0, |p| p.len());
-        if prefill_steps >= max_tokens {
-            return Err(RuntimeError::InvalidOption(format!(
-                "the voice prompt is {} frames, which leaves no room in --max-tokens {max_tokens}",
-                prefill_steps - 1
-            )));
-        }
-        let mut frames = Frames::new(max_tokens + max_delay + 1, c);
-        frames.data[..prefill.data.len()].copy_from_slice(&prefill.data);
-        // Prefill: the prompt frames go through the decoder to fill the cache; their logits
-        // are not needed (the reference runs them as one causal pass; a step at a time is the
-        // same computation).
-        let mut input = vec![0i64; c];
-        for t in 0..prefill_steps - 1 {
-            input.copy_from_slice(frames.row(t));
-            utt.step(&input, t)?;
-        }
-
-        let params = SamplingParams {
-            cfg_scale: opts.cfg_scale,
-            cfg_filter_top_k: opts.cfg_filter_top_k,
-            temperature: opts.temperature,
-            top_p: opts.top_p,
-        };
-        let mut sampler = Sampler::new(c, d.vocab_size, eos as usize);
-        let mut rng = match opts.seed {
-            Some(s) => ChaCha8Rng::seed_from_u64(s),
-            None => ChaCha8Rng::from_entropy(),
-        };
-        let mut pred = vec![0i64; c];
-
-        let mut dec_step = prefill_steps - 1;
-        let mut eos_detected = false;
-        let mut countdown: i64 = -1;
-        let mut finished_step: Option<usize> = None;
-        let mut eos_step = None;
-        let mut bos_over = false;
-        let t1 = Instant::now();
-        let mut first_step_s = 0.0;
-        let mut sample_s = 0.0;
-
-        while dec_step < max_tokens {
-            if countdown == 0 {
-                break;
-            }
-            let current = dec_step + 1;
-            input.copy_from_slice(frames.row(dec_step));
-            let logits = utt.step(&input, dec_step)?;
-            let ts = Instant::now();
-            sampler.sample(logits, &params, &mut rng, &mut pred);
-            sample_s += ts.elapsed().as_secs_f64();
-            if dec_step == prefill_steps - 1 {
-                first_step_s = t1.elapsed().as_secs_f64();
-            }
-
-            let is_eos = !eos_detected && pred[0] == eos && !opts.ignore_eos;
-            let is_max_len = current >= max_tokens.saturating_sub(max_delay);
-            if is_eos && eos_step.is_none() {
-                eos_step = Some(dec_step);
-            }
-            if is_eos || is_max_len {
-                eos_detected = true;
-                if countdown < 0 {
-                    countdown = max_delay as i64;
-                    finished_step = Some(current);
-                }
-            }
-            if countdown > 0 {
-                let after = max_delay as i64 - countdown;
-                for (p, &dl) in pred.iter_mut().zip(delay) {
-                    if after == dl {
-                        *p = eos;
-                    } else if after > dl {
-                        *p = pad;
-                    }
-                }
-                countdown -= 1;
-            }
-            if !bos_over {
-                bos_over = dec_step as i64 - prefill_steps as i64 > max_delay as i64;
-            }
-            let row = frames.row_mut(current);
-            for (slot, &p) in row.iter_mut().zip(&pred) {
-                if bos_over || *slot == -1 {
-                    *slot = p;
-                }
-            }
-            dec_step += 1;
-            progress(Progress {
-                step: dec_step,
-                max_steps: max_tokens,
-                elapsed_s: t1.elapsed().as_secs_f64(),
-            });
-        }
-        let decode_s = t1.elapsed().as_secs_f64();
-
-        let final_step = dec_step + 1;
-        let finished = finished_step.unwrap_or(final_step.saturating_sub(max_delay));
-        let length = finished.saturating_sub(prefill_steps);
-        let total = length + max_delay;
-        let mut out = Frames::new(total, c);
-        for t in 0..total {
-            let src = prefill_steps + t;
-            if src < frames.len() {
-                out.row_mut(t).copy_from_slice(frames.row(src));
-            } else {
-                out.row_mut(t).fill(pad);
-            }
-        }
-        let codes = revert(&out, delay, eos);
-        Ok(Generation {
-            codes,
-            steps: dec_step,
-            eos_step,
-            encoder_s,
-            first_step_s,
-            decode_s,
-            step_timings: utt.timings,
-            sample_s,
-        })
+        Ok(g.finish())
     }
 }

@@ -1,7 +1,7 @@
 //! Where an utterance's decoder state lives, and the self-attention cache.
 //!
-//! The cache is, per layer, a K buffer `[2, KV, d, F]` (transposed) and a V buffer
-//! `[2, KV, F, d]` in the bundle's dtype, on the device the decoder runs on (host memory for
+//! The cache is, per layer, a K buffer (`[2, KV, d, F]` or `[2, KV, F, d]`, see
+//! [`dia_bundle::KLayout`]) and a V buffer `[2, KV, F, d]` in the bundle's dtype, on the device the decoder runs on (host memory for
 //! the CPU provider, GPU memory for CUDA). Each buffer is bound to the step session as both
 //! the cache input and the present-cache output, so every step writes its one slot in place
 //! inside the graph: the runtime never touches or copies the cache, and on a GPU it never
@@ -10,6 +10,8 @@
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::Session;
 use ort::value::{DynTensor, TensorElementType, TensorRefMut};
+
+use dia_bundle::{Dtype, StepLayout};
 
 use crate::error::RuntimeError;
 
@@ -63,11 +65,10 @@ impl Placement {
         let shape: Vec<i64> = host.shape().iter().copied().collect();
         let dshape: Vec<i64> = dst.shape().iter().copied().collect();
         if shape != dshape || host.data_type() != dst.data_type() {
-            return Err(RuntimeError::InvalidOption(format!(
-                "cannot copy a {:?} {shape:?} tensor into a {:?} {dshape:?} one",
-                host.data_type(),
-                dst.data_type()
-            )));
+            return Err(RuntimeError::TensorCopy {
+                from: format!("{:?} {shape:?}", host.data_type()),
+                to: format!("{:?} {dshape:?}", dst.data_type()),
+            });
         }
         if self.device.is_some() && *host.data_type() == TensorElementType::Bfloat16 {
             copy_as_f16(host, dst, shape)
@@ -120,30 +121,24 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    /// Zeroed caches: slots past the current step are masked, but must hold finite values
-    /// (0 · NaN is NaN in the attention product). K is `[B, KV, d, F]` when `k_transposed`
-    /// (portable and coreml graphs), else `[B, KV, F, d]` like V (fused-target graphs).
-    #[allow(clippy::too_many_arguments)]
+    /// Zeroed caches of the CFG pair: slots past the current step are masked, but must hold
+    /// finite values (0 · NaN is NaN in the attention product). K is laid out as `layout`
+    /// says.
     pub fn new(
         place: &Placement,
         dtype: TensorElementType,
         layers: usize,
-        batch: usize,
         kv_heads: usize,
         head_dim: usize,
-        frames: usize,
-        k_transposed: bool,
+        layout: &StepLayout,
     ) -> Result<Self, RuntimeError> {
-        let k_shape = if k_transposed {
-            [batch, kv_heads, head_dim, frames]
-        } else {
-            [batch, kv_heads, frames, head_dim]
-        };
+        let frames = layout.max_frames;
+        let k_shape = layout.k_shape(2, kv_heads, head_dim, frames);
         let layers = (0..layers)
             .map(|_| {
                 Ok(LayerCache {
                     k: place.zeros(dtype, &k_shape)?,
-                    v: place.zeros(dtype, &[batch, kv_heads, frames, head_dim])?,
+                    v: place.zeros(dtype, &[2, kv_heads, frames, head_dim])?,
                 })
             })
             .collect::<Result<Vec<_>, RuntimeError>>()?;
@@ -151,14 +146,11 @@ impl KvCache {
     }
 }
 
-/// The ONNX Runtime element type of a manifest dtype name.
-pub fn element_type(name: &str) -> Result<TensorElementType, RuntimeError> {
-    match name {
-        "float32" => Ok(TensorElementType::Float32),
-        "float16" => Ok(TensorElementType::Float16),
-        "bfloat16" => Ok(TensorElementType::Bfloat16),
-        other => Err(RuntimeError::InvalidOption(format!(
-            "unsupported bundle dtype {other}"
-        ))),
+/// The ONNX Runtime element type of a bundle dtype.
+pub fn tensor_type(d: Dtype) -> TensorElementType {
+    match d {
+        Dtype::Float32 => TensorElementType::Float32,
+        Dtype::Float16 => TensorElementType::Float16,
+        Dtype::Bfloat16 => TensorElementType::Bfloat16,
     }
 }

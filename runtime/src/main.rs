@@ -42,22 +42,22 @@ struct Args {
     #[arg(long, requires = "prompt_audio")]
     prompt_text: Option<String>,
     /// Most decoder steps (frames, 86 per second); default: the bundle's maximum.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     max_tokens: Option<usize>,
     /// Classifier-free guidance scale.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 3.0, allow_negative_numbers = true)]
     cfg_scale: f32,
     /// Top-k applied to the CFG logits (and again when sampling).
-    #[arg(long, default_value_t = 45)]
+    #[arg(long, default_value_t = 45, allow_negative_numbers = true)]
     cfg_filter_top_k: usize,
     /// Sampling temperature; 0 is greedy (argmax).
-    #[arg(long, default_value_t = 1.2)]
+    #[arg(long, default_value_t = 1.2, allow_negative_numbers = true)]
     temperature: f32,
     /// Nucleus sampling threshold.
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = 0.95, allow_negative_numbers = true)]
     top_p: f32,
     /// Seed for sampling: the same seed gives the same audio on the same machine.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     seed: Option<u64>,
     /// Execution provider: auto (CoreML on macOS, CUDA where it loads, else CPU), cpu, cuda, coreml.
     #[arg(long, default_value = "auto")]
@@ -68,8 +68,8 @@ struct Args {
     /// With --ep cuda: capture the decoder step as a CUDA graph and replay it every step.
     #[arg(long)]
     cuda_graph: bool,
-    /// Intra-op threads for ONNX Runtime (default: all cores).
-    #[arg(long)]
+    /// Intra-op threads for ONNX Runtime, 1 or more (default: all cores).
+    #[arg(long, value_name = "N", value_parser = parse_threads, allow_negative_numbers = true)]
     threads: Option<usize>,
     /// Write ONNX Runtime's per-node profile of the decoder step to PREFIX_<time>.json
     /// (summarise it with scripts/ort_profile_summary.py).
@@ -84,6 +84,16 @@ struct Args {
     /// Benchmark: run --max-tokens steps (EOS ignored), write nothing, report speed.
     #[arg(long)]
     bench: bool,
+}
+
+/// `--threads`: a count of 1 or more (0 would leave ONNX Runtime to choose, which is what
+/// leaving the option out says).
+fn parse_threads(s: &str) -> Result<usize, String> {
+    match s.parse::<i64>() {
+        Ok(n) if n >= 1 => usize::try_from(n).map_err(|e| e.to_string()),
+        Ok(_) => Err("must be 1 or more (leave --threads out to use all cores)".into()),
+        Err(e) => Err(format!("not a whole number ({e})")),
+    }
 }
 
 fn read_text(args: &Args) -> Result<String> {
@@ -162,7 +172,6 @@ fn main() -> Result<()> {
             coreml_units: args.coreml_units,
             coreml_cache_dir: None,
             profile: args.ort_profile.clone(),
-            reuse_state: false,
         },
     )?;
     for w in model.warnings() {

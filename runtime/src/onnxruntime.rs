@@ -55,46 +55,83 @@ fn candidates() -> (Vec<PathBuf>, Vec<String>) {
     (found, searched)
 }
 
-static ENV: OnceLock<Result<(PathBuf, Environment), String>> = OnceLock::new();
+/// Why ONNX Runtime could not be loaded, kept typed in the process-wide cell (a path is never
+/// packed into a string and split again: Windows paths hold `:`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum LoadFailure {
+    /// No candidate library was found; `searched` lists where we looked.
+    Missing { searched: String },
+    /// The library at `path` was found but did not load (or its environment did not build).
+    Load { path: PathBuf, detail: String },
+}
+
+impl LoadFailure {
+    fn to_error(&self) -> RuntimeError {
+        match self {
+            LoadFailure::Missing { searched } => RuntimeError::OrtMissing {
+                searched: searched.clone(),
+            },
+            LoadFailure::Load { path, detail } => RuntimeError::OrtLoad {
+                path: path.clone(),
+                detail: detail.clone(),
+            },
+        }
+    }
+}
+
+/// How one candidate library failed.
+#[derive(Debug)]
+enum Attempt {
+    /// The library did not load from there: try the next candidate.
+    NotLoaded(String),
+    /// The library loaded but ONNX Runtime's environment did not build: final.
+    Failed(String),
+}
+
+/// Tries `paths` in order with `load`, returning the first that loads. A load failure on an
+/// explicit path (a file, or a path with a directory) is remembered and reported if none loads;
+/// a bare library name the system loader does not find is not an error of its own.
+fn load_first<T>(
+    paths: &[PathBuf],
+    searched: &[String],
+    mut load: impl FnMut(&Path) -> Result<T, Attempt>,
+) -> Result<(PathBuf, T), LoadFailure> {
+    let mut last_err = None;
+    for p in paths {
+        let explicit = p.components().count() > 1 || p.is_file();
+        let failure = |detail| LoadFailure::Load {
+            path: p.clone(),
+            detail,
+        };
+        match load(p) {
+            Ok(v) => return Ok((p.clone(), v)),
+            Err(Attempt::Failed(detail)) => return Err(failure(detail)),
+            Err(Attempt::NotLoaded(detail)) if explicit => last_err = Some(failure(detail)),
+            Err(Attempt::NotLoaded(_)) => {}
+        }
+    }
+    Err(last_err.unwrap_or_else(|| LoadFailure::Missing {
+        searched: searched.join(", "),
+    }))
+}
+
+static ENV: OnceLock<Result<(PathBuf, Environment), LoadFailure>> = OnceLock::new();
 
 /// Loads ONNX Runtime (once per process) and returns its environment.
 pub fn environment() -> Result<&'static Environment, RuntimeError> {
     let r = ENV.get_or_init(|| {
         let (paths, searched) = candidates();
-        let mut last_err = None;
-        for p in &paths {
-            let explicit = p.components().count() > 1 || p.is_file();
-            match ort::init_from(p) {
-                Ok(builder) => {
-                    return builder
-                        .with_name("dia")
-                        .build()
-                        .map(|env| (p.clone(), env))
-                        .map_err(|e| format!("load:{}:{e}", p.display()));
-                }
-                Err(e) if explicit => last_err = Some(format!("load:{}:{e}", p.display())),
-                Err(_) => {}
-            }
-        }
-        Err(last_err.unwrap_or_else(|| format!("missing:{}", searched.join(", "))))
+        load_first(&paths, &searched, |p| {
+            ort::init_from(p)
+                .map_err(|e| Attempt::NotLoaded(e.to_string()))?
+                .with_name("dia")
+                .build()
+                .map_err(|e| Attempt::Failed(e.to_string()))
+        })
     });
     match r {
         Ok((_, env)) => Ok(env),
-        Err(e) => Err(match e.split_once(':') {
-            Some(("missing", searched)) => RuntimeError::OrtMissing {
-                searched: searched.to_string(),
-            },
-            Some((_, rest)) => {
-                let (path, detail) = rest.split_once(':').unwrap_or((rest, ""));
-                RuntimeError::OrtLoad {
-                    path: PathBuf::from(path),
-                    detail: detail.to_string(),
-                }
-            }
-            None => RuntimeError::OrtMissing {
-                searched: e.clone(),
-            },
-        }),
+        Err(e) => Err(e.to_error()),
     }
 }
 
@@ -103,4 +140,99 @@ pub fn library_path() -> Option<&'static Path> {
     ENV.get()
         .and_then(|r| r.as_ref().ok())
         .map(|(p, _)| p.as_path())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_with_colons_survives_a_failed_load() {
+        // A Windows path (drive letter, and a message with colons of its own) comes back as
+        // it went in. Under a directory so that it is an explicit path on Unix too (where it is
+        // one file name; on Windows the join gives the drive path itself).
+        let dll = Path::new("/opt").join(r"C:\Program Files\onnxruntime\onnxruntime.dll");
+        let detail =
+            "LoadLibraryExW failed: The specified module could not be found. (os error 126)";
+        let paths = [dll.clone(), PathBuf::from("onnxruntime.dll")];
+        let searched = [dll.display().to_string(), "system library path".to_string()];
+        let failure = load_first::<()>(&paths, &searched, |_| {
+            Err(Attempt::NotLoaded(detail.to_string()))
+        })
+        .expect_err("nothing loads");
+        assert_eq!(
+            failure,
+            LoadFailure::Load {
+                path: dll.clone(),
+                detail: detail.to_string()
+            }
+        );
+        match failure.to_error() {
+            RuntimeError::OrtLoad { path, detail: d } => {
+                assert_eq!((path, d.as_str()), (dll.clone(), detail));
+            }
+            other => panic!("expected OrtLoad, got {other:?}"),
+        }
+        let msg = failure.to_error().to_string();
+        assert!(
+            msg.ends_with(&format!("{}: {detail}", dll.display())),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn nothing_found_lists_every_place_searched() {
+        let paths = [PathBuf::from("libonnxruntime.so")];
+        let searched = [
+            r"D:\work\.onnxruntime\onnxruntime.dll".to_string(),
+            "system library path (libonnxruntime.so)".to_string(),
+        ];
+        let failure = load_first::<()>(&paths, &searched, |_| {
+            Err(Attempt::NotLoaded("not found".into()))
+        })
+        .expect_err("nothing loads");
+        match failure.to_error() {
+            RuntimeError::OrtMissing { searched: s } => assert_eq!(
+                s,
+                r"D:\work\.onnxruntime\onnxruntime.dll, system library path (libonnxruntime.so)"
+            ),
+            other => panic!("expected OrtMissing, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_first_path_that_loads_wins() {
+        let paths = [
+            PathBuf::from("/a:b/libonnxruntime.so"),
+            PathBuf::from("/c/libonnxruntime.so"),
+        ];
+        let (p, v) = load_first(&paths, &[], |p| {
+            if p.starts_with("/c") {
+                Ok(7)
+            } else {
+                Err(Attempt::NotLoaded("no".to_string()))
+            }
+        })
+        .unwrap();
+        assert_eq!((p, v), (PathBuf::from("/c/libonnxruntime.so"), 7));
+    }
+
+    #[test]
+    fn an_environment_that_does_not_build_is_final() {
+        // The library loaded (it is then loaded for the process): later candidates would
+        // only hide the error under another path.
+        let paths = [
+            PathBuf::from("/x:y/libonnxruntime.so"),
+            PathBuf::from("/z/libonnxruntime.so"),
+        ];
+        let failure = load_first::<()>(&paths, &[], |_| Err(Attempt::Failed("bad env".into())))
+            .expect_err("nothing builds");
+        assert_eq!(
+            failure,
+            LoadFailure::Load {
+                path: paths[0].clone(),
+                detail: "bad env".into()
+            }
+        );
+    }
 }

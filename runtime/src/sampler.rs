@@ -8,6 +8,11 @@
 //! 4. temperature 0: argmax. Otherwise divide by temperature; EOS is masked unless it is the
 //!    top logit, and then everything below EOS is; top-k again; top-p; softmax; draw.
 //!
+//! [`Sampler::sample`] is two public steps, so that tests check the very code generation runs:
+//! [`Sampler::distribution`] computes every channel's final probabilities (what the reference
+//! hands to `torch.multinomial`; for temperature 0 a one-hot row at the argmax) and
+//! [`Sampler::draw`] draws one token per channel from them.
+//!
 //! All buffers are allocated once per generation; a step allocates nothing.
 
 use rand::Rng;
@@ -24,9 +29,15 @@ pub struct Sampler {
     channels: usize,
     vocab: usize,
     eos: usize,
+    /// `[C, V]`: the CFG-filtered conditional logits (steps 1-3).
     logits: Vec<f32>,
+    /// `[C, V]`: the final probabilities (step 4) the draw uses.
+    probs: Vec<f32>,
+    /// `[V]`: CFG logits, then one channel's tempered logits.
     scratch: Vec<f32>,
+    /// Token ids of one channel's candidates, sorted by probability (top-p).
     order: Vec<u32>,
+    /// Scratch of the k-th largest search.
     select: Vec<f32>,
 }
 
@@ -38,7 +49,7 @@ fn top_k_threshold(v: &[f32], k: usize, buf: &mut Vec<f32>) -> f32 {
     }
     buf.clear();
     buf.extend_from_slice(v);
-    let (_, kth, _) = buf.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+    let (_, kth, _) = buf.select_nth_unstable_by(k.max(1) - 1, |a, b| b.total_cmp(a));
     *kth
 }
 
@@ -53,6 +64,19 @@ pub fn argmax(v: &[f32]) -> usize {
     best
 }
 
+/// `out = softmax(logits)` (−inf entries get exactly 0).
+fn softmax(logits: &[f32], out: &mut [f32]) {
+    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f32;
+    for (o, &x) in out.iter_mut().zip(logits) {
+        *o = (x - max).exp();
+        sum += *o;
+    }
+    for o in out.iter_mut() {
+        *o /= sum;
+    }
+}
+
 impl Sampler {
     pub fn new(channels: usize, vocab: usize, eos: usize) -> Self {
         Self {
@@ -60,19 +84,28 @@ impl Sampler {
             vocab,
             eos,
             logits: vec![0.0; channels * vocab],
+            probs: vec![0.0; channels * vocab],
             scratch: vec![0.0; vocab],
             order: Vec::with_capacity(vocab),
             select: Vec::with_capacity(vocab),
         }
     }
 
-    /// The filtered logits of the last `sample` call, `[channels, vocab]` (for tests).
+    /// The CFG-filtered conditional logits of the last call, `[channels, vocab]` (steps 1-3).
     pub fn filtered_logits(&self) -> &[f32] {
         &self.logits
     }
 
+    /// The final per-channel probabilities of the last call, `[channels, vocab]`: what
+    /// [`Sampler::draw`] draws from (the reference's `torch.multinomial` input; one-hot at the
+    /// argmax for temperature 0).
+    pub fn probabilities(&self) -> &[f32] {
+        &self.probs
+    }
+
     /// `pair` is the decoder output `[2, C, V]` (row 0 unconditional, row 1 conditional).
-    /// Writes one token per channel into `out`.
+    /// Writes one token per channel into `out`: [`Sampler::distribution`], then
+    /// [`Sampler::draw`].
     pub fn sample(
         &mut self,
         pair: &[f32],
@@ -80,7 +113,15 @@ impl Sampler {
         rng: &mut impl Rng,
         out: &mut [i64],
     ) {
+        self.distribution(pair, p);
+        self.draw(rng, out);
+    }
+
+    /// Computes every channel's final probabilities for the decoder output `pair`
+    /// (`[2, C, V]`, row 0 unconditional, row 1 conditional) and returns them, `[C, V]`.
+    pub fn distribution(&mut self, pair: &[f32], p: &SamplingParams) -> &[f32] {
         let (c, v, eos) = (self.channels, self.vocab, self.eos);
+        assert_eq!(pair.len(), 2 * c * v, "logits must be [2, {c}, {v}]");
         let (uncond, cond) = pair.split_at(c * v);
         for ch in 0..c {
             let u = &uncond[ch * v..(ch + 1) * v];
@@ -96,19 +137,25 @@ impl Sampler {
             let first_masked = if ch == 0 { eos + 1 } else { eos };
             row[first_masked.min(v)..].fill(f32::NEG_INFINITY);
         }
-        for (ch, o) in out.iter_mut().enumerate().take(c) {
-            *o = self.sample_row(ch, p, rng) as i64;
+        for ch in 0..c {
+            self.channel_probabilities(ch, p);
         }
+        &self.probs
     }
 
-    fn sample_row(&mut self, ch: usize, p: &SamplingParams, rng: &mut impl Rng) -> usize {
+    /// Step 4 for one channel: `logits` row → `probs` row.
+    fn channel_probabilities(&mut self, ch: usize, p: &SamplingParams) {
         let (v, eos) = (self.vocab, self.eos);
-        let row = &mut self.logits[ch * v..(ch + 1) * v];
+        let filtered = &self.logits[ch * v..(ch + 1) * v];
+        let probs = &mut self.probs[ch * v..(ch + 1) * v];
         if p.temperature == 0.0 {
-            return argmax(row);
+            probs.fill(0.0);
+            probs[argmax(filtered)] = 1.0;
+            return;
         }
-        for x in row.iter_mut() {
-            *x /= p.temperature;
+        let row = &mut self.scratch;
+        for (x, &f) in row.iter_mut().zip(filtered) {
+            *x = f;
         }
         if eos < v {
             if argmax(row) != eos {
@@ -124,29 +171,21 @@ impl Sampler {
                 *x = f32::NEG_INFINITY;
             }
         }
-        // Softmax (probabilities into scratch).
-        let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0f32;
-        for (s, &x) in self.scratch.iter_mut().zip(row.iter()) {
-            *s = (x - max).exp();
-            sum += *s;
-        }
-        for s in self.scratch.iter_mut() {
-            *s /= sum;
-        }
+        softmax(row, probs);
         if p.top_p < 1.0 {
-            // Sort by probability, keep the smallest prefix whose cumulative probability
-            // passes top_p (the first always kept), as the reference's shifted mask does.
+            // Sort the candidates by probability (ties by index), keep the smallest prefix
+            // whose cumulative probability passes top_p (the first always kept), as the
+            // reference's shifted mask does; softmax the kept logits again.
             self.order.clear();
-            self.order.extend(0..v as u32);
-            let probs = &self.scratch;
-            self.order.sort_by(|&a, &b| {
+            self.order
+                .extend((0..v as u32).filter(|&i| probs[i as usize] > 0.0));
+            self.order.sort_unstable_by(|&a, &b| {
                 probs[b as usize]
-                    .partial_cmp(&probs[a as usize])
-                    .unwrap_or(std::cmp::Ordering::Equal)
+                    .total_cmp(&probs[a as usize])
+                    .then(a.cmp(&b))
             });
             let mut cum = 0.0f32;
-            let mut cut = v;
+            let mut cut = self.order.len();
             for (rank, &i) in self.order.iter().enumerate() {
                 if rank > 0 && cum > p.top_p {
                     cut = rank;
@@ -154,32 +193,43 @@ impl Sampler {
                 }
                 cum += probs[i as usize];
             }
-            for &i in &self.order[cut..] {
-                row[i as usize] = f32::NEG_INFINITY;
-            }
-            let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0f32;
-            for (s, &x) in self.scratch.iter_mut().zip(row.iter()) {
-                *s = (x - max).exp();
-                sum += *s;
-            }
-            for s in self.scratch.iter_mut() {
-                *s /= sum;
+            if cut < self.order.len() {
+                for &i in &self.order[cut..] {
+                    row[i as usize] = f32::NEG_INFINITY;
+                }
+                softmax(row, probs);
             }
         }
-        let r: f32 = rng.gen::<f32>();
-        let mut acc = 0.0f32;
-        let mut last = 0;
-        for (i, &pr) in self.scratch.iter().enumerate() {
-            if pr > 0.0 {
-                acc += pr;
-                last = i;
-                if r < acc {
-                    return i;
+        for x in row.iter_mut() {
+            *x /= p.temperature;
+        }
+        softmax(row, probs);
+    }
+
+    /// Draws one token per channel from the probabilities of the last
+    /// [`Sampler::distribution`] call (inverse CDF, one uniform number per channel).
+    pub fn draw(&self, rng: &mut impl Rng, out: &mut [i64]) {
+        let v = self.vocab;
+        for (ch, o) in out.iter_mut().enumerate().take(self.channels) {
+            let r: f32 = rng.gen::<f32>();
+            let mut acc = 0.0f32;
+            let mut last = 0;
+            *o = -1;
+            for (i, &pr) in self.probs[ch * v..(ch + 1) * v].iter().enumerate() {
+                if pr > 0.0 {
+                    acc += pr;
+                    last = i;
+                    if r < acc {
+                        *o = i as i64;
+                        break;
+                    }
                 }
             }
+            if *o < 0 {
+                // Rounding left the total just below r: the last candidate.
+                *o = last as i64;
+            }
         }
-        last
     }
 }
 

@@ -125,7 +125,7 @@ pub fn teacher_forced_errors(model: &dia_run::DiaModel) -> Vec<f32> {
     let want: Array4<f32> = ndarray_npy::read_npy(reference("teacher_logits.npy")).unwrap();
     let text = texts()["teacher_text"].as_str().unwrap().to_string();
     let tokens = dia_run::tokenizer::encode_text(&text, model.manifest().max_text_len).unwrap();
-    let mut utt = dia_run::decoder::Utterance::new(model, &tokens).unwrap();
+    let mut utt = model.utterance(&tokens).unwrap();
     (0..steps.nrows())
         .map(|t| {
             let input: Vec<i64> = steps.row(t).iter().cloned().collect();
@@ -142,10 +142,51 @@ pub fn teacher_forced_errors(model: &dia_run::DiaModel) -> Vec<f32> {
 
 /// Runs every greedy case of the reference (long, natural EOS, voice prompt) through `model`
 /// and asserts the codes and EOS step equal the reference's token for token.
-pub fn assert_greedy_cases(model: &dia_run::DiaModel, label: &str) {
+/// A greedy reference case of `texts.json`: its text, the options that reproduce it and the
+/// reference's codes `[frames, C]`.
+pub fn greedy_case(
+    case: &serde_json::Value,
+) -> (String, dia_run::GenerateOptions, ndarray::Array2<i64>) {
     use dia_run::delay::Frames;
-    use dia_run::GenerateOptions;
     use ndarray::Array2;
+    let name = case["name"].as_str().unwrap();
+    let want: Array2<i64> =
+        ndarray_npy::read_npy(reference(&format!("greedy_{name}.npy"))).unwrap();
+    let opts = dia_run::GenerateOptions {
+        max_tokens: Some(case["max_tokens"].as_u64().unwrap() as usize),
+        cfg_scale: case["cfg_scale"].as_f64().unwrap() as f32,
+        temperature: case["temperature"].as_f64().unwrap() as f32,
+        top_p: case["top_p"].as_f64().unwrap() as f32,
+        cfg_filter_top_k: case["cfg_filter_top_k"].as_u64().unwrap() as usize,
+        seed: Some(0),
+        // The voice-prompt case: prompt codes prefilled behind BOS, as the reference's
+        // `generate(audio_prompt=codes)`.
+        audio_prompt: case["prompt_codes"].as_str().map(|f| {
+            let p: Array2<i64> = ndarray_npy::read_npy(reference(f)).unwrap();
+            Frames {
+                channels: p.ncols(),
+                data: p.iter().cloned().collect(),
+            }
+        }),
+        ignore_eos: false,
+    };
+    (case["text"].as_str().unwrap().to_string(), opts, want)
+}
+
+/// The greedy reference case named `name`.
+pub fn greedy_case_named(name: &str) -> (String, dia_run::GenerateOptions, ndarray::Array2<i64>) {
+    let t = texts();
+    let case = t["greedy"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no greedy case {name}"))
+        .clone();
+    greedy_case(&case)
+}
+
+pub fn assert_greedy_cases(model: &dia_run::DiaModel, label: &str) {
     let t = texts();
     let cases = t["greedy"].as_array().unwrap();
     assert!(
@@ -154,29 +195,8 @@ pub fn assert_greedy_cases(model: &dia_run::DiaModel, label: &str) {
     );
     for case in cases {
         let name = case["name"].as_str().unwrap();
-        let want: Array2<i64> =
-            ndarray_npy::read_npy(reference(&format!("greedy_{name}.npy"))).unwrap();
-        let opts = GenerateOptions {
-            max_tokens: Some(case["max_tokens"].as_u64().unwrap() as usize),
-            cfg_scale: case["cfg_scale"].as_f64().unwrap() as f32,
-            temperature: case["temperature"].as_f64().unwrap() as f32,
-            top_p: case["top_p"].as_f64().unwrap() as f32,
-            cfg_filter_top_k: case["cfg_filter_top_k"].as_u64().unwrap() as usize,
-            seed: Some(0),
-            // The voice-prompt case: prompt codes prefilled behind BOS, as the reference's
-            // `generate(audio_prompt=codes)`.
-            audio_prompt: case["prompt_codes"].as_str().map(|f| {
-                let p: Array2<i64> = ndarray_npy::read_npy(reference(f)).unwrap();
-                Frames {
-                    channels: p.ncols(),
-                    data: p.iter().cloned().collect(),
-                }
-            }),
-            ignore_eos: false,
-        };
-        let gen = model
-            .generate(case["text"].as_str().unwrap(), &opts, |_| {})
-            .unwrap();
+        let (text, opts, want) = greedy_case(case);
+        let gen = model.generate(&text, &opts, |_| {}).unwrap();
         assert_eq!(gen.codes.channels, want.ncols());
         assert_eq!(gen.codes.len(), want.nrows(), "{label}/{name}: frame count");
         for (f, row) in want.rows().into_iter().enumerate() {

@@ -4,8 +4,19 @@ use std::fs;
 use std::path::Path;
 
 use dia_export::{export, ExportOptions};
-use dia_graphs::DType;
-use dia_tests::{bundle, dia_run, edited_fixture, fixtures, run, scratch, stderr};
+use dia_tests::{bin, bundle, dia_run, edited_fixture, fixtures, run, scratch, stderr};
+
+/// An empty directory of its own for the outputs of one refused run, to show it stays empty.
+fn empty_dir(name: &str) -> std::path::PathBuf {
+    let dir = scratch().join(name);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn assert_empty(dir: &Path) {
+    let left: Vec<_> = fs::read_dir(dir).unwrap().filter_map(|e| e.ok()).collect();
+    assert!(left.is_empty(), "a refused run wrote {left:?}");
+}
 
 fn export_err(ckpt: &Path) -> String {
     // A parent of its own, so no concurrent export shows up in the leftover check.
@@ -18,12 +29,8 @@ fn export_err(ckpt: &Path) -> String {
     let err = export(&ExportOptions {
         checkpoint: ckpt.to_path_buf(),
         out: out.clone(),
-        dtype: DType::F32,
-        max_text_len: None,
-        max_frames: None,
-        dac: None,
-        quantize: None,
         target: dia_graphs::Target::Portable,
+        ..ExportOptions::default()
     })
     .expect_err("export of a bad checkpoint must fail")
     .to_string();
@@ -218,4 +225,140 @@ fn manifest_versions_and_targets_are_checked() {
         e.contains("`tpu`") && e.contains("portable, fused, coreml"),
         "{e}"
     );
+}
+
+#[test]
+fn negative_numbers_reach_the_range_checks() {
+    // clap takes `-1` as a value, not as an unknown flag: the library's range check answers.
+    let b = bundle("tiny-nari");
+    for (flag, value, want) in [
+        ("--temperature", "-1", "Error: --temperature must be >= 0"),
+        ("--top-p", "-0.5", "Error: --top-p must be in (0, 1]"),
+    ] {
+        let dir = empty_dir(&format!("negative{flag}"));
+        let codes = dir.join("codes.npy");
+        let wav = dir.join("speech.wav");
+        let o = dia_run(
+            &b,
+            &[
+                "--text",
+                "[S1] Hi.",
+                flag,
+                value,
+                "--max-tokens",
+                "20",
+                "--save-codes",
+                codes.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(o.status.code(), Some(1), "{flag} {value}: {}", stderr(&o));
+        let e = stderr(&o);
+        // anyhow's report (a backtrace may follow it under RUST_BACKTRACE).
+        assert_eq!(
+            e.lines().find(|l| l.starts_with("Error: ")),
+            Some(want),
+            "{e}"
+        );
+        assert!(!e.contains("unexpected argument"), "{e}");
+        assert!(!wav.exists());
+        assert_empty(&dir);
+    }
+    // Negative counts are refused by the parser, as values (not as flags).
+    let dir = empty_dir("negative-max-tokens");
+    let codes = dir.join("codes.npy");
+    let o = dia_run(
+        &b,
+        &[
+            "--text",
+            "[S1] Hi.",
+            "--max-tokens",
+            "-1",
+            "--save-codes",
+            codes.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert_eq!(
+        e.lines().next(),
+        Some("error: invalid value '-1' for '--max-tokens <MAX_TOKENS>': invalid digit found in string"),
+        "{e}"
+    );
+    assert_empty(&dir);
+}
+
+#[test]
+fn zero_threads_is_refused() {
+    let b = bundle("tiny-nari");
+    for value in ["0", "-2"] {
+        let dir = empty_dir(&format!("threads{value}"));
+        let codes = dir.join("codes.npy");
+        let o = dia_run(
+            &b,
+            &[
+                "--text",
+                "[S1] Hi.",
+                "--threads",
+                value,
+                "--save-codes",
+                codes.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        let e = stderr(&o);
+        let want = format!(
+            "error: invalid value '{value}' for '--threads <N>': must be 1 or more (leave \
+             --threads out to use all cores)"
+        );
+        assert_eq!(e.lines().next(), Some(want.as_str()), "{e}");
+        assert_empty(&dir);
+    }
+    // One thread is fine.
+    let dir = empty_dir("threads1");
+    let codes = dir.join("codes.npy");
+    let o = dia_run(
+        &b,
+        &[
+            "--text",
+            "[S1] Hi.",
+            "--threads",
+            "1",
+            "--max-tokens",
+            "20",
+            "--save-codes",
+            codes.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(codes.is_file());
+}
+
+#[test]
+fn a_library_path_with_a_colon_is_reported_whole() {
+    // ORT_DYLIB_PATH naming a file that is not a library, in a directory whose name holds `:`
+    // (as every Windows path does): the message names the whole path.
+    let dir = empty_dir("ort:lib");
+    let lib = dir.join("libonnxruntime.so");
+    fs::write(&lib, b"not a shared library").unwrap();
+    let out = empty_dir("ort-colon-out");
+    let codes = out.join("codes.npy");
+    let o = std::process::Command::new(bin("dia-run"))
+        .args(["--bundle", bundle("tiny-nari").to_str().unwrap()])
+        .args([
+            "--text",
+            "[S1] Hi.",
+            "--save-codes",
+            codes.to_str().unwrap(),
+        ])
+        .env("ORT_DYLIB_PATH", &lib)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    let want = format!("Error: loading ONNX Runtime from {}: ", lib.display());
+    assert!(
+        e.lines().any(|l| l.starts_with(&want)),
+        "`{want}` not in:\n{e}"
+    );
+    assert_empty(&out);
 }

@@ -1,7 +1,10 @@
 //! The `dia-run` command line is a contract: this exact invocation writes the reference's
 //! greedy codes as int64 .npy.
 
-use dia_tests::{bundle, dia_run, reference, run, scratch, stderr, texts};
+use std::fs;
+use std::process::Command;
+
+use dia_tests::{bin, bundle, dia_run, fixtures, reference, run, scratch, stderr, texts};
 use ndarray::Array2;
 use ndarray_npy::read_npy;
 
@@ -62,7 +65,10 @@ fn export_cli_writes_manifest_with_every_io() {
     assert_eq!(m.max_frames, 128);
     assert_eq!(m.source_layout, "nari");
     // The default: fused kernels, float32.
-    assert_eq!((m.target.as_str(), m.dtype.as_str()), ("fused", "float32"));
+    assert_eq!(
+        (m.target, m.dtype),
+        (dia_bundle::Target::Fused, dia_bundle::Dtype::Float32)
+    );
     let dec = &m.graphs.decoder_step;
     let layers = m.config.decoder_config.num_hidden_layers;
     // tokens, step, cross_bias + 4 per layer; logits + 2 per layer.
@@ -80,4 +86,64 @@ fn export_cli_writes_manifest_with_every_io() {
     ] {
         assert!(out.join(f).is_file(), "{f}");
     }
+}
+
+#[test]
+fn export_and_check_each_have_their_help() {
+    let o = run("dia-export", &["--help"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let help = String::from_utf8_lossy(&o.stdout);
+    // Both forms in the usage, the export's options, and how to name a `check` directory.
+    for want in [
+        "Usage: dia-export [OPTIONS] --out <OUT> <CHECKPOINT>",
+        "dia-export <COMMAND>",
+        "check",
+        "--dtype <DTYPE>",
+        "--quantize <QUANTIZE>",
+        "./check",
+    ] {
+        assert!(help.contains(want), "`{want}` not in:\n{help}");
+    }
+
+    for args in [&["check", "--help"][..], &["help", "check"][..]] {
+        let o = run("dia-export", args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let help = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            help.contains("Usage: dia-export check --ep <EP> <BUNDLE>"),
+            "{args:?}:\n{help}"
+        );
+        // The export's options are not the check's.
+        assert!(!help.contains("--dtype"), "{args:?}:\n{help}");
+    }
+}
+
+#[test]
+fn a_checkpoint_directory_named_check_exports_as_dot_slash_check() {
+    let parent = scratch().join("named-check");
+    let ckpt = parent.join("check");
+    fs::create_dir_all(&ckpt).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        fs::copy(fixtures().join("tiny-nari").join(f), ckpt.join(f)).unwrap();
+    }
+    let export = |args: &[&str]| {
+        Command::new(bin("dia-export"))
+            .args(args)
+            .current_dir(&parent)
+            .output()
+            .unwrap()
+    };
+    let o = export(&["./check", "--out", "bundle", "--max-frames", "64"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = dia_bundle::Manifest::load(&parent.join("bundle")).unwrap();
+    assert_eq!((m.max_frames, m.source_layout.as_str()), (64, "nari"));
+    // The bare word is the subcommand, which has no --out: a usage error, nothing written.
+    let o = export(&["check", "--out", "bundle2"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("unexpected argument '--out'"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!parent.join("bundle2").exists());
 }

@@ -27,7 +27,7 @@ fn op_counts(bundle: &std::path::Path) -> HashMap<String, usize> {
 }
 
 #[test]
-fn cuda_step_is_written_with_the_fused_kernels() {
+fn fused_step_uses_the_fused_kernels() {
     let layers = 2; // the tiny fixture's decoder
     let fused = op_counts(&fused_bundle(DType::F16));
     assert_eq!(fused["GroupQueryAttention"], layers);
@@ -47,7 +47,7 @@ fn cuda_step_is_written_with_the_fused_kernels() {
 }
 
 #[test]
-fn cuda_step_runs_at_the_shortest_text_bucket() {
+fn fused_step_runs_at_the_shortest_text_bucket() {
     // Cross-attention reads every padded text position each step: fused bundles take the text
     // length as a dynamic dim and the runtime pads to 32, 64, 128, ... (capped at the maximum).
     let model = DiaModel::load(&fused_bundle(DType::F32), &ModelOptions::default()).unwrap();
@@ -71,37 +71,39 @@ fn cuda_step_runs_at_the_shortest_text_bucket() {
 }
 
 #[test]
-fn cuda_graphs_compute_the_reference_model() {
+fn fused_target_matches_the_reference() {
     // float32 on the CPU provider: the reference's logits and greedy codes (EOS and voice
     // prompt included), token for token; the texts run at text buckets 32 and 64.
     let model = DiaModel::load(&fused_bundle(DType::F32), &ModelOptions::default()).unwrap();
-    assert!(model.is_fused_target());
+    assert_eq!(model.target(), dia_graphs::Target::Fused);
     let errs = teacher_forced_errors(&model);
     let worst = errs.iter().cloned().fold(0f32, f32::max);
     eprintln!("fused target float32 vs reference: max rel logit err {worst:e}");
     assert!(worst < 1e-4, "{worst}");
-    assert_greedy_cases(&model, "cuda-f32");
+    assert_greedy_cases(&model, "fused-f32");
 }
 
 #[test]
-fn utterances_sharing_one_decoder_state_match_the_reference() {
-    // CUDA-graph mode keeps one state (a captured graph replays fixed addresses) and refills it
-    // per utterance without clearing the cache: the cases run back to back on one state, each
-    // shorter case over the stale slots of the one before, must still match the reference.
-    let opts = ModelOptions {
-        reuse_state: true,
-        ..ModelOptions::default()
-    };
+fn pooled_decoder_states_refilled_per_utterance_match_the_reference() {
+    // Decoder states are pooled per text bucket and refilled per utterance without clearing
+    // the cache (as CUDA graphs need: fixed addresses): the cases run back to back on one
+    // model, each shorter case over the stale slots of the one before, must still match.
     for bundle in [fused_bundle(DType::F32), bundle("tiny-nari")] {
-        let model = DiaModel::load(&bundle, &opts).unwrap();
-        assert!(model.reuse_state());
-        assert_greedy_cases(&model, "shared state");
-        assert_greedy_cases(&model, "shared state, again");
+        let model = DiaModel::load(&bundle, &ModelOptions::default()).unwrap();
+        assert_greedy_cases(&model, "pooled state");
+        let built = model.decoder().idle_states();
+        assert!(built >= 1, "states go back to the pool");
+        assert_greedy_cases(&model, "pooled state, again");
+        assert_eq!(
+            model.decoder().idle_states(),
+            built,
+            "the second round reuses them"
+        );
     }
 }
 
 #[test]
-fn cuda_float16_stays_close_to_the_reference() {
+fn fused_float16_stays_close_to_the_reference() {
     let model = DiaModel::load(&fused_bundle(DType::F16), &ModelOptions::default()).unwrap();
     let errs = teacher_forced_errors(&model);
     let worst = errs.iter().cloned().fold(0f32, f32::max);

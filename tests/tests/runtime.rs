@@ -180,17 +180,29 @@ fn unknown_tags_pass_through_as_bytes() {
     // `[S3]` is not a speaker tag: its bytes reach the encoder like any text.
     let t = dia_run::tokenizer::encode_text("[S3] x", 64).unwrap();
     assert_eq!(t, b"[S3] x".iter().map(|&b| b as i64).collect::<Vec<_>>());
+    // ...and generation conditions on them: its greedy codes are not those of the same words
+    // with `[S3]` taken for speaker 1, dropped, or made a byte-3 tag, as a tokenizer that
+    // knew "[S<n>]" tags would make them.
     let model = DiaModel::load(&bundle("tiny-nari"), &ModelOptions::default()).unwrap();
-    let g = model
-        .generate(
-            "[S3] Who is this?",
-            &GenerateOptions {
-                max_tokens: Some(40),
-                temperature: 0.0,
-                ..GenerateOptions::default()
-            },
-            |_| {},
-        )
-        .unwrap();
-    assert_eq!(g.codes.channels, 9);
+    let opts = GenerateOptions {
+        max_tokens: Some(40),
+        temperature: 0.0,
+        ..GenerateOptions::default()
+    };
+    let codes = |text: &str| model.generate(text, &opts, |_| {}).unwrap().codes;
+    let g = codes("[S3] Who is this?");
+    // 40 steps, no EOS: 40 - 15 (the longest delay) - 1 (BOS) frames.
+    assert_eq!((g.len(), g.channels), (24, 9));
+    assert!(g.data.iter().all(|&x| (0..1024).contains(&x)), "{g:?}");
+    for other in ["[S1] Who is this?", " Who is this?", "\u{3} Who is this?"] {
+        let o = codes(other);
+        assert_eq!(o.len(), g.len(), "{other:?}");
+        let differ = (0..g.len()).filter(|&f| g.row(f) != o.row(f)).count();
+        // Measured: all 24 frames differ for each of the three.
+        assert!(
+            differ * 2 > g.len(),
+            "{other:?}: only {differ} of {} frames differ",
+            g.len()
+        );
+    }
 }

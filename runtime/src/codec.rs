@@ -1,0 +1,281 @@
+//! The audio codec (DAC): codes to waveform and back.
+//!
+//! Bundles for Core ML have fixed-size codec graphs; longer input then goes through in
+//! overlapping windows ([`ChunkPlan`]), one scheduler for both directions, so the result
+//! equals one call on the whole.
+
+use std::ops::Range;
+use std::sync::Mutex;
+
+use dia_bundle::{names, DacInfo};
+use ort::session::Session;
+use ort::value::Tensor;
+
+use crate::delay::Frames;
+use crate::error::RuntimeError;
+
+/// One window of a chunked codec call: the graph runs on frames `start..start + n` (zero
+/// padded past the end) and frames `keep` of its output are kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub start: usize,
+    pub keep: Range<usize>,
+}
+
+/// How a fixed-size codec graph covers any length: windows of `frames` that overlap by
+/// `context` frames on each side (the graph's receptive field); each window contributes only
+/// frames at least `context` from its cut edges. The first window starts at frame 0 and the
+/// last ends at the last frame, so the utterance's edges are real edges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkPlan {
+    pub frames: usize,
+    pub context: usize,
+}
+
+impl ChunkPlan {
+    /// The windows that cover `total` frames. Input no longer than a window is one window,
+    /// zero-padded (the last `context` frames then differ slightly from an unpadded call).
+    pub fn windows(&self, total: usize) -> Result<Vec<Window>, RuntimeError> {
+        let (n, ctx) = (self.frames, self.context);
+        if total == 0 {
+            return Ok(Vec::new());
+        }
+        if total <= n {
+            return Ok(vec![Window {
+                start: 0,
+                keep: 0..total,
+            }]);
+        }
+        if n <= 2 * ctx {
+            return Err(RuntimeError::Bundle(dia_bundle::BundleError::Invalid {
+                path: "manifest.json".into(),
+                msg: format!(
+                    "DAC chunks of {n} frames cannot hold {ctx} frames of context on both sides"
+                ),
+            }));
+        }
+        let mut out = Vec::new();
+        let mut start = 0;
+        while start < total {
+            let cs = if start == 0 {
+                0
+            } else {
+                (start - ctx).min(total - n)
+            };
+            let keep_end = if cs + n == total { total } else { cs + n - ctx };
+            out.push(Window {
+                start: cs,
+                keep: start..keep_end,
+            });
+            start = keep_end;
+        }
+        Ok(out)
+    }
+
+    /// Runs `call` on every window of `total` frames and joins the kept parts of its outputs
+    /// (`per_frame` values per frame).
+    fn run<T: Clone>(
+        &self,
+        total: usize,
+        per_frame: usize,
+        mut call: impl FnMut(usize) -> Result<Vec<T>, RuntimeError>,
+    ) -> Result<Vec<T>, RuntimeError> {
+        let mut out = Vec::with_capacity(total * per_frame);
+        for w in self.windows(total)? {
+            let got = call(w.start)?;
+            let (a, b) = (w.keep.start - w.start, w.keep.end - w.start);
+            let part = got.get(a * per_frame..b * per_frame).ok_or_else(|| {
+                RuntimeError::Internal(format!(
+                    "a codec window gave {} values, fewer than its {b} frames",
+                    got.len() / per_frame.max(1)
+                ))
+            })?;
+            out.extend_from_slice(part);
+        }
+        Ok(out)
+    }
+}
+
+/// The codec's two graphs.
+pub struct Codec {
+    decoder: Mutex<Session>,
+    encoder: Mutex<Session>,
+    info: DacInfo,
+    plan: Option<ChunkPlan>,
+}
+
+impl Codec {
+    pub fn new(decoder: Session, encoder: Session, info: DacInfo) -> Self {
+        let plan = info.decoder_chunk_frames.map(|frames| ChunkPlan {
+            frames,
+            context: info.decoder_context_frames,
+        });
+        Self {
+            decoder: Mutex::new(decoder),
+            encoder: Mutex::new(encoder),
+            info,
+            plan,
+        }
+    }
+
+    pub fn info(&self) -> &DacInfo {
+        &self.info
+    }
+
+    /// Decodes codes `[frames, C]` into a mono waveform at the codec's sample rate.
+    pub fn decode(&self, codes: &Frames) -> Result<Vec<f32>, RuntimeError> {
+        let (total, c) = (codes.len(), codes.channels);
+        let hop = self.info.hop_length;
+        match self.plan {
+            None => self.decode_once(codes),
+            Some(plan) => plan.run(total, hop, |start| {
+                let n = plan.frames;
+                let mut w = Frames::new(n, c);
+                w.data.fill(0);
+                let end = (start + n).min(total);
+                w.data[..(end - start) * c].copy_from_slice(&codes.data[start * c..end * c]);
+                self.decode_once(&w)
+            }),
+        }
+    }
+
+    /// One decoder call on all of `codes`.
+    fn decode_once(&self, codes: &Frames) -> Result<Vec<f32>, RuntimeError> {
+        let (frames, c) = (codes.len(), codes.channels);
+        if frames == 0 {
+            return Ok(Vec::new());
+        }
+        // [frames, C] -> [1, C, frames]
+        let mut data = vec![0i64; frames * c];
+        for t in 0..frames {
+            for ch in 0..c {
+                data[ch * frames + t] = codes.data[t * c + ch];
+            }
+        }
+        let input = Tensor::from_array(([1usize, c, frames], data))?;
+        let mut s = self.decoder.lock().unwrap_or_else(|e| e.into_inner());
+        let out = s.run(ort::inputs![names::dac::CODES => input])?;
+        let audio = out
+            .get(names::dac::AUDIO)
+            .ok_or_else(|| RuntimeError::GraphMismatch {
+                graph: "dac_decoder".into(),
+                kind: "output",
+                name: names::dac::AUDIO.into(),
+            })?
+            .try_extract_tensor::<f32>()?
+            .1
+            .to_vec();
+        Ok(audio)
+    }
+
+    /// Encodes a mono waveform at the codec's sample rate into codes `[frames, C]`. The audio
+    /// is zero-padded on the right to a whole number of frames, as the codec's preprocessing
+    /// does.
+    pub fn encode(&self, wave: &[f32]) -> Result<Frames, RuntimeError> {
+        let hop = self.info.hop_length;
+        let c = self.info.n_codebooks;
+        let total = wave.len().div_ceil(hop).max(1);
+        let data = match self.plan {
+            None => {
+                let mut padded = wave.to_vec();
+                padded.resize(total * hop, 0.0);
+                self.encode_once(padded)?
+            }
+            Some(plan) => plan.run(total, c, |start| {
+                let mut w = vec![0f32; plan.frames * hop];
+                let from = (start * hop).min(wave.len());
+                let to = ((start + plan.frames) * hop).min(wave.len());
+                w[..to - from].copy_from_slice(&wave[from..to]);
+                self.encode_once(w)
+            })?,
+        };
+        Ok(Frames { channels: c, data })
+    }
+
+    /// One encoder call on all of `wave` (a multiple of the hop length); codes frame-major.
+    fn encode_once(&self, wave: Vec<f32>) -> Result<Vec<i64>, RuntimeError> {
+        let n = wave.len();
+        let input = Tensor::from_array(([1usize, 1, n], wave))?;
+        let mut s = self.encoder.lock().unwrap_or_else(|e| e.into_inner());
+        let out = s.run(ort::inputs![names::dac::AUDIO => input])?;
+        let codes = out
+            .get(names::dac::CODES)
+            .ok_or_else(|| RuntimeError::GraphMismatch {
+                graph: "dac_encoder".into(),
+                kind: "output",
+                name: names::dac::CODES.into(),
+            })?;
+        let (shape, data) = codes.try_extract_tensor::<i64>()?;
+        let (c, frames) = (shape[1] as usize, shape[2] as usize);
+        let mut f = vec![0i64; frames * c];
+        for t in 0..frames {
+            for ch in 0..c {
+                f[t * c + ch] = data[ch * frames + t];
+            }
+        }
+        Ok(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn covered(plan: ChunkPlan, total: usize) {
+        let ws = plan.windows(total).unwrap();
+        // The kept parts tile 0..total in order.
+        let mut next = 0;
+        for w in &ws {
+            assert_eq!(w.keep.start, next, "{ws:?}");
+            next = w.keep.end;
+            // A window is one graph call, inside the input (or the one padded window).
+            assert!(w.start + plan.frames <= total.max(plan.frames), "{ws:?}");
+            // Kept frames are `context` away from cut edges (not from the input's edges).
+            if w.start > 0 {
+                assert!(w.keep.start >= w.start + plan.context, "{ws:?}");
+            }
+            if w.start + plan.frames < total {
+                assert!(w.keep.end + plan.context <= w.start + plan.frames, "{ws:?}");
+            }
+        }
+        assert_eq!(next, total);
+    }
+
+    #[test]
+    fn windows_tile_every_length_with_context_at_cut_edges() {
+        let plan = ChunkPlan {
+            frames: 32,
+            context: 11,
+        };
+        for total in 1..200 {
+            covered(plan, total);
+        }
+        assert!(plan.windows(0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn windows_too_small_for_their_context_are_refused() {
+        let plan = ChunkPlan {
+            frames: 20,
+            context: 10,
+        };
+        let e = plan.windows(50).unwrap_err().to_string();
+        assert!(e.contains("cannot hold 10 frames of context"), "{e}");
+    }
+
+    #[test]
+    fn run_joins_the_kept_frames_in_order() {
+        let plan = ChunkPlan {
+            frames: 8,
+            context: 2,
+        };
+        // A "codec" that returns each frame's index twice (2 values per frame).
+        let out = plan
+            .run(30, 2, |start| {
+                Ok((start..start + 8).flat_map(|f| [f, f]).collect::<Vec<_>>())
+            })
+            .unwrap();
+        let want: Vec<usize> = (0..30).flat_map(|f| [f, f]).collect();
+        assert_eq!(out, want);
+    }
+}
