@@ -53,113 +53,152 @@ pub struct DiaConfig {
     pub delay_pattern: Vec<i64>,
 }
 
-fn get<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
-    v.get(key).filter(|x| !x.is_null())
+/// One section of config.json as either layout writes it: every key optional here, required
+/// ones are checked by [`DiaConfig::from_json_str`] with a message naming them.
+#[derive(Deserialize, Default)]
+struct RawSection {
+    hidden_size: Option<usize>,
+    intermediate_size: Option<usize>,
+    num_hidden_layers: Option<usize>,
+    num_attention_heads: Option<usize>,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    cross_num_attention_heads: Option<usize>,
+    cross_num_key_value_heads: Option<usize>,
+    cross_head_dim: Option<usize>,
+    cross_hidden_size: Option<usize>,
+    max_position_embeddings: Option<usize>,
+    vocab_size: Option<usize>,
+    num_channels: Option<usize>,
+    norm_eps: Option<f64>,
+    rope_theta: Option<f64>,
+    rope_parameters: Option<RopeParameters>,
+    bos_token_id: Option<i64>,
+    eos_token_id: Option<i64>,
+    pad_token_id: Option<i64>,
+}
+
+#[derive(Deserialize, Default)]
+struct RopeParameters {
+    rope_theta: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct RawConfig {
+    encoder_config: Option<RawSection>,
+    decoder_config: Option<RawSection>,
+    delay_pattern: Option<Vec<i64>>,
+    norm_eps: Option<f64>,
+    rope_theta: Option<f64>,
+    bos_token_id: Option<i64>,
+    eos_token_id: Option<i64>,
+    pad_token_id: Option<i64>,
+}
+
+/// The largest value any size in a config may take: far above Dia's, far below what would
+/// make an export or a load allocate absurd amounts.
+const MAX_DIM: usize = 1 << 20;
+
+impl RawSection {
+    /// A required size: present and in `1..=MAX_DIM`.
+    fn size(&self, section: &str, key: &str, v: Option<usize>) -> Result<usize, String> {
+        match v {
+            Some(x) if (1..=MAX_DIM).contains(&x) => Ok(x),
+            Some(x) => Err(format!("`{section}.{key}` is {x}, outside 1..={MAX_DIM}")),
+            None => Err(format!("`{section}.{key}` is missing")),
+        }
+    }
+    fn theta(&self, root: &RawConfig) -> f64 {
+        self.rope_theta
+            .or(self.rope_parameters.as_ref().and_then(|p| p.rope_theta))
+            .or(root.rope_theta)
+            .unwrap_or(10000.0)
+    }
+    fn eps(&self, root: &RawConfig) -> f64 {
+        self.norm_eps.or(root.norm_eps).unwrap_or(1e-5)
+    }
 }
 
 impl DiaConfig {
-    /// Parses config.json of the nari-labs layout or the `transformers` layout. The two differ
-    /// in where the token ids live (top level vs. `decoder_config`) and in how RoPE's theta is
-    /// given (`rope_theta` vs. `rope_parameters.rope_theta`).
+    /// Parses config.json of the nari-labs layout or the `transformers` layout (deserialised,
+    /// then normalised). The two differ in where the token ids live (top level vs.
+    /// `decoder_config`) and in how RoPE's theta is given (`rope_theta` vs.
+    /// `rope_parameters.rope_theta`).
     pub fn from_json_str(text: &str, path: &str) -> Result<Self, BundleError> {
         let invalid = |msg: String| BundleError::Invalid {
             path: path.to_string(),
             msg,
         };
-        let root: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| BundleError::Json {
-                path: path.to_string(),
-                source: e,
-            })?;
-        let enc = get(&root, "encoder_config")
+        // Errors name the key (`decoder_config.hidden_size: invalid type: ...`).
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let root: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let at = e.path().to_string();
+            let source = e.into_inner();
+            if at == "." || source.is_syntax() || source.is_eof() {
+                BundleError::Json {
+                    path: path.to_string(),
+                    source,
+                }
+            } else {
+                invalid(format!("`{at}`: {source}"))
+            }
+        })?;
+        let enc = root
+            .encoder_config
+            .as_ref()
             .ok_or_else(|| invalid("no `encoder_config` section: not a Dia config.json".into()))?;
-        let dec = get(&root, "decoder_config")
+        let dec = root
+            .decoder_config
+            .as_ref()
             .ok_or_else(|| invalid("no `decoder_config` section: not a Dia config.json".into()))?;
-
-        let usize_of =
-            |sec: &serde_json::Value, name: &str, key: &str| -> Result<usize, BundleError> {
-                get(sec, key)
-                    .and_then(|v| v.as_u64())
-                    .map(|v| v as usize)
-                    .ok_or_else(|| {
-                        invalid(format!(
-                            "`{name}.{key}` is missing or not a positive integer"
-                        ))
-                    })
-            };
-        let theta = |sec: &serde_json::Value| -> f64 {
-            get(sec, "rope_theta")
-                .and_then(|v| v.as_f64())
-                .or_else(|| {
-                    get(sec, "rope_parameters")
-                        .and_then(|p| get(p, "rope_theta"))
-                        .and_then(|v| v.as_f64())
-                })
-                .or_else(|| get(&root, "rope_theta").and_then(|v| v.as_f64()))
-                .unwrap_or(10000.0)
-        };
-        let eps = |sec: &serde_json::Value| -> f64 {
-            get(sec, "norm_eps")
-                .and_then(|v| v.as_f64())
-                .or_else(|| get(&root, "norm_eps").and_then(|v| v.as_f64()))
-                .unwrap_or(1e-5)
-        };
-        let token = |key: &str, default: i64| -> i64 {
-            get(&root, key)
-                .or_else(|| get(dec, key))
-                .and_then(|v| v.as_i64())
-                .unwrap_or(default)
-        };
+        let e = |key: &str, v: Option<usize>| enc.size("encoder_config", key, v).map_err(invalid);
+        let d = |key: &str, v: Option<usize>| dec.size("decoder_config", key, v).map_err(invalid);
 
         let encoder_config = EncoderConfig {
-            hidden_size: usize_of(enc, "encoder_config", "hidden_size")?,
-            intermediate_size: usize_of(enc, "encoder_config", "intermediate_size")?,
-            num_hidden_layers: usize_of(enc, "encoder_config", "num_hidden_layers")?,
-            num_attention_heads: usize_of(enc, "encoder_config", "num_attention_heads")?,
-            num_key_value_heads: usize_of(enc, "encoder_config", "num_key_value_heads")?,
-            head_dim: usize_of(enc, "encoder_config", "head_dim")?,
-            max_position_embeddings: usize_of(enc, "encoder_config", "max_position_embeddings")?,
-            vocab_size: usize_of(enc, "encoder_config", "vocab_size")?,
-            norm_eps: eps(enc),
-            rope_theta: theta(enc),
+            hidden_size: e("hidden_size", enc.hidden_size)?,
+            intermediate_size: e("intermediate_size", enc.intermediate_size)?,
+            num_hidden_layers: e("num_hidden_layers", enc.num_hidden_layers)?,
+            num_attention_heads: e("num_attention_heads", enc.num_attention_heads)?,
+            num_key_value_heads: e("num_key_value_heads", enc.num_key_value_heads)?,
+            head_dim: e("head_dim", enc.head_dim)?,
+            max_position_embeddings: e("max_position_embeddings", enc.max_position_embeddings)?,
+            vocab_size: e("vocab_size", enc.vocab_size)?,
+            norm_eps: enc.eps(&root),
+            rope_theta: enc.theta(&root),
         };
         let decoder_config = DecoderConfig {
-            hidden_size: usize_of(dec, "decoder_config", "hidden_size")?,
-            intermediate_size: usize_of(dec, "decoder_config", "intermediate_size")?,
-            num_hidden_layers: usize_of(dec, "decoder_config", "num_hidden_layers")?,
-            num_attention_heads: usize_of(dec, "decoder_config", "num_attention_heads")?,
-            num_key_value_heads: usize_of(dec, "decoder_config", "num_key_value_heads")?,
-            head_dim: usize_of(dec, "decoder_config", "head_dim")?,
-            cross_num_attention_heads: usize_of(
-                dec,
-                "decoder_config",
+            hidden_size: d("hidden_size", dec.hidden_size)?,
+            intermediate_size: d("intermediate_size", dec.intermediate_size)?,
+            num_hidden_layers: d("num_hidden_layers", dec.num_hidden_layers)?,
+            num_attention_heads: d("num_attention_heads", dec.num_attention_heads)?,
+            num_key_value_heads: d("num_key_value_heads", dec.num_key_value_heads)?,
+            head_dim: d("head_dim", dec.head_dim)?,
+            cross_num_attention_heads: d(
                 "cross_num_attention_heads",
+                dec.cross_num_attention_heads,
             )?,
-            cross_num_key_value_heads: usize_of(
-                dec,
-                "decoder_config",
+            cross_num_key_value_heads: d(
                 "cross_num_key_value_heads",
+                dec.cross_num_key_value_heads,
             )?,
-            cross_head_dim: usize_of(dec, "decoder_config", "cross_head_dim")?,
-            cross_hidden_size: usize_of(dec, "decoder_config", "cross_hidden_size")?,
-            max_position_embeddings: usize_of(dec, "decoder_config", "max_position_embeddings")?,
-            vocab_size: usize_of(dec, "decoder_config", "vocab_size")?,
-            num_channels: usize_of(dec, "decoder_config", "num_channels")?,
-            norm_eps: eps(dec),
-            rope_theta: theta(dec),
-        };
-        let delay_pattern = match get(&root, "delay_pattern") {
-            Some(v) => serde_json::from_value(v.clone())
-                .map_err(|e| invalid(format!("`delay_pattern`: {e}")))?,
-            None => vec![0, 8, 9, 10, 11, 12, 13, 14, 15],
+            cross_head_dim: d("cross_head_dim", dec.cross_head_dim)?,
+            cross_hidden_size: d("cross_hidden_size", dec.cross_hidden_size)?,
+            max_position_embeddings: d("max_position_embeddings", dec.max_position_embeddings)?,
+            vocab_size: d("vocab_size", dec.vocab_size)?,
+            num_channels: d("num_channels", dec.num_channels)?,
+            norm_eps: dec.eps(&root),
+            rope_theta: dec.theta(&root),
         };
         let cfg = DiaConfig {
             encoder_config,
             decoder_config,
-            bos_token_id: token("bos_token_id", 1026),
-            eos_token_id: token("eos_token_id", 1024),
-            pad_token_id: token("pad_token_id", 1025),
-            delay_pattern,
+            bos_token_id: root.bos_token_id.or(dec.bos_token_id).unwrap_or(1026),
+            eos_token_id: root.eos_token_id.or(dec.eos_token_id).unwrap_or(1024),
+            pad_token_id: root.pad_token_id.or(dec.pad_token_id).unwrap_or(1025),
+            delay_pattern: root
+                .delay_pattern
+                .clone()
+                .unwrap_or_else(|| vec![0, 8, 9, 10, 11, 12, 13, 14, 15]),
         };
         cfg.validate().map_err(invalid)?;
         Ok(cfg)
@@ -205,8 +244,25 @@ impl DiaConfig {
                 d.num_channels
             ));
         }
-        if self.delay_pattern.iter().any(|&x| x < 0) {
-            return Err("delay_pattern entries must be >= 0".into());
+        if self
+            .delay_pattern
+            .iter()
+            .any(|&x| x < 0 || x as usize >= d.max_position_embeddings)
+        {
+            return Err(format!(
+                "delay_pattern entries must be in 0..{} (the decoder's positions)",
+                d.max_position_embeddings
+            ));
+        }
+        for (name, x) in [
+            ("encoder norm_eps", e.norm_eps),
+            ("decoder norm_eps", d.norm_eps),
+            ("encoder rope_theta", e.rope_theta),
+            ("decoder rope_theta", d.rope_theta),
+        ] {
+            if !(x.is_finite() && x > 0.0) {
+                return Err(format!("{name} must be a positive number, not {x}"));
+            }
         }
         for (name, id) in [
             ("bos", self.bos_token_id),
@@ -268,6 +324,39 @@ mod tests {
             .to_string();
         assert!(err.contains("decoder_config.num_channels"), "{err}");
         assert!(err.contains("x/config.json"), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_and_absurd_sizes_name_the_key() {
+        let text = NARI.replace("\"hidden_size\":2048", "\"hidden_size\":\"big\"");
+        let err = DiaConfig::from_json_str(&text, "c")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("decoder_config.hidden_size") && err.contains("invalid type"),
+            "{err}"
+        );
+        let text = NARI.replace("\"num_channels\":9", "\"num_channels\":0");
+        let err = DiaConfig::from_json_str(&text, "c")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("decoder_config.num_channels` is 0"), "{err}");
+        let text = NARI.replace("\"vocab_size\":256", "\"vocab_size\":99999999999");
+        let err = DiaConfig::from_json_str(&text, "c")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("encoder_config.vocab_size"), "{err}");
+        let text = NARI.replace(
+            "[0,8,9,10,11,12,13,14,15]",
+            "[0,8,9,10,11,12,13,14,1500000]",
+        );
+        let err = DiaConfig::from_json_str(&text, "c")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("delay_pattern entries must be in 0..3072"),
+            "{err}"
+        );
     }
 
     #[test]

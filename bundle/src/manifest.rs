@@ -227,9 +227,10 @@ impl Manifest {
                 )));
             }
         }
-        let m: Self = serde_json::from_value(raw).map_err(|e| BundleError::Json {
-            path: path.to_string(),
-            source: e,
+        // Errors name the key (`graphs.encoder.inputs[0].dtype: unknown variant ...`).
+        let m: Self = serde_path_to_error::deserialize(raw).map_err(|e| {
+            let at = e.path().to_string();
+            invalid(format!("`{at}`: {}", e.into_inner()))
         })?;
         m.config
             .validate()
