@@ -10,8 +10,6 @@
 //! graphs are always float32, whatever `--dtype` the Dia graphs get (the codec is small,
 //! ~75 M parameters, and runs once per utterance).
 
-pub mod coreml_check;
-
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};

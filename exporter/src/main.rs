@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use dia_export::{coreml_check, export, ExportOptions};
+use dia_export::{export, ExportOptions};
 use dia_graphs::quant::QuantSpec;
 use dia_graphs::{DType, Target};
 
@@ -113,7 +113,7 @@ struct CheckArgs {
 /// `dia-export check`: prints per graph its unsupported nodes; exit status 0 when every node of
 /// every graph is supported, 1 when some are not, 2 on an error.
 fn check_main(args: &CheckArgs) -> ExitCode {
-    let reports = match coreml_check::check_bundle_report(&args.bundle, &args.ep) {
+    let reports = match dia_coreml_check::check_bundle_report(&args.bundle, &args.ep) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -124,7 +124,7 @@ fn check_main(args: &CheckArgs) -> ExitCode {
         "{}: {} rules ({})",
         args.bundle.display(),
         args.ep,
-        coreml_check::ORT_REFERENCE
+        dia_coreml_check::ORT_REFERENCE
     );
     let mut total = 0;
     for r in &reports {

@@ -7,10 +7,14 @@
 //! dim (frames or samples): a dynamic dim is [`DYN`] (-1) in `Value.shape`, it propagates
 //! through shape inference (checks involving it are left to the runtime), and graph inputs and
 //! outputs name it with a `dim_param` ([`Builder::input_dyn`], [`Builder::output_dyn`]).
+//! The type and shape of every value a node computes is written to the graph's `value_info`
+//! (a dynamic dim as an unknown dim), so tools reading the model (ONNX Runtime, the CoreML
+//! checker) need no shape inference of their own.
 //!
 //! Large initializers (weights) go to an [`ExternalData`] file as they are added, so the
 //! protobuf stays small (the real model is over protobuf's 2 GB limit) and weights are streamed.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufWriter, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -434,6 +438,9 @@ impl Builder {
                 shape,
             })
             .collect();
+        // Every intermediate value's type goes into `value_info` (dropped at `finish` for
+        // outputs renamed to a graph output or cleared as unused).
+        self.graph.value_info.extend(outs.iter().map(value_info));
         self.graph.node.push(NodeProto {
             input: inputs
                 .iter()
@@ -616,6 +623,18 @@ impl Builder {
             Some(ext) => Some(ext.finish()?),
             None => None,
         };
+        // `value_info` describes the values still produced under their own name: not those
+        // renamed to a graph output (the output describes them), nor optional outputs dropped.
+        let produced: HashSet<&str> = self
+            .graph
+            .node
+            .iter()
+            .flat_map(|n| n.output.iter().map(String::as_str))
+            .collect();
+        let outputs: HashSet<&str> = self.outputs.iter().map(|o| o.name.as_str()).collect();
+        self.graph.value_info.retain(|vi| {
+            produced.contains(vi.name.as_str()) && !outputs.contains(vi.name.as_str())
+        });
         let model = ModelProto {
             ir_version: IR_VERSION,
             opset_import: std::iter::once(OperatorSetIdProto {
@@ -1388,6 +1407,56 @@ mod tests {
         assert_eq!(
             dims(&g.output[0])[2],
             Some(DimensionValue::DimParam("samples".into()))
+        );
+    }
+
+    #[test]
+    fn value_info_describes_every_value_computed_under_its_own_name() {
+        let mut b = Builder::new("t", None);
+        let x = b.input_dyn("x", DType::F16, &[2, DYN, 4], &["len"]);
+        let gamma = b.input("gamma", DType::F16, &[4]);
+        let s = b.sigmoid(&x);
+        // Two of the four outputs are dropped (empty names), the sum is used.
+        let (y, sum) = b.skip_simplified_layer_norm(&x, &s, &gamma, 1e-5);
+        let m = b.less(&y, &sum);
+        b.output_dyn(&y, "y", &["len"]);
+        b.output_dyn(&m, "m", &["len"]);
+        let g = b.finish("", &[]).unwrap().0.graph.unwrap();
+        let described: Vec<(String, i32, Vec<Option<i64>>)> = g
+            .value_info
+            .iter()
+            .map(|vi| {
+                let t = vi.r#type.as_ref().unwrap().tensor_type.as_ref().unwrap();
+                let dims = t.shape.as_ref().unwrap().dim.iter().map(|d| match d.value {
+                    Some(DimensionValue::DimValue(v)) => Some(v),
+                    Some(DimensionValue::DimParam(_)) => panic!("{}: named dim", vi.name),
+                    None => None,
+                });
+                (vi.name.clone(), t.elem_type, dims.collect())
+            })
+            .collect();
+        // y and m are described by the graph outputs they were renamed to; the dynamic dim is
+        // unknown (not named) inside the graph.
+        let f16 = DType::F16.onnx();
+        assert_eq!(
+            described,
+            vec![
+                (s.name.clone(), f16, vec![Some(2), None, Some(4)]),
+                (sum.name.clone(), f16, vec![Some(2), None, Some(4)]),
+            ]
+        );
+        let outputs: Vec<&str> = g.output.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(outputs, ["y", "m"]);
+        assert_eq!(
+            g.output[1]
+                .r#type
+                .as_ref()
+                .unwrap()
+                .tensor_type
+                .as_ref()
+                .unwrap()
+                .elem_type,
+            DType::Bool.onnx()
         );
     }
 

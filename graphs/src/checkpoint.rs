@@ -263,6 +263,47 @@ pub fn expected_tensors(cfg: &DiaConfig) -> Vec<(String, Vec<usize>)> {
     out
 }
 
+/// The shard files `model.safetensors.index.json` names: the distinct values of its
+/// `weight_map`, each a plain file name in `dir`.
+fn shard_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
+    let corrupt = |detail: String| CheckpointError::Corrupt {
+        file: index.to_path_buf(),
+        detail,
+    };
+    let text = std::fs::read_to_string(index).map_err(|e| CheckpointError::Io {
+        file: index.to_path_buf(),
+        source: e,
+    })?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| corrupt("no `weight_map` object naming the shard files".into()))?;
+    let mut names = Vec::new();
+    for (tensor, file) in map {
+        let name = file.as_str().filter(|f| {
+            let p = Path::new(f);
+            p.file_name().is_some_and(|n| n == p.as_os_str()) && *f != ".."
+        });
+        match name {
+            Some(n) => names.push(n.to_string()),
+            None => {
+                return Err(corrupt(format!(
+                    "`weight_map` puts `{tensor}` in {file}, which is not a file name in the \
+                     checkpoint directory"
+                )))
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    // (No names at all reached `TensorFiles::first_path` of no files: an index panic.)
+    if names.is_empty() {
+        return Err(corrupt("`weight_map` names no shard files".into()));
+    }
+    Ok(names.into_iter().map(|n| dir.join(n)).collect())
+}
+
 impl Checkpoint {
     /// Opens `dir`, parses its config and the safetensors headers, detects the layout and
     /// checks that every expected tensor is present with the right shape and a float type.
@@ -278,27 +319,7 @@ impl Checkpoint {
         let files: Vec<PathBuf> = if single.is_file() {
             vec![single]
         } else if index.is_file() {
-            let text = std::fs::read_to_string(&index).map_err(|e| CheckpointError::Io {
-                file: index.clone(),
-                source: e,
-            })?;
-            let v: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| CheckpointError::Corrupt {
-                    file: index.clone(),
-                    detail: e.to_string(),
-                })?;
-            let mut names: Vec<String> = v
-                .get("weight_map")
-                .and_then(|m| m.as_object())
-                .map(|m| {
-                    m.values()
-                        .filter_map(|f| f.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default();
-            names.sort();
-            names.dedup();
-            names.into_iter().map(|n| dir.join(n)).collect()
+            shard_files(dir, &index)?
         } else {
             return Err(CheckpointError::MissingWeights(dir.to_path_buf()));
         };
@@ -365,9 +386,33 @@ impl Checkpoint {
 
     /// Checks every weight the config implies, before anything is written.
     pub fn validate(&self) -> Result<(), CheckpointError> {
+        self.check_layer_counts()?;
         for (nari, shape) in expected_tensors(&self.config) {
             let (name, file_shape, _) = self.locate(&nari, &shape);
             self.check_entry(&name, &file_shape)?;
+        }
+        Ok(())
+    }
+
+    /// A layer count larger than the number of tensors in the files cannot be right, and
+    /// listing every tensor it implies first would cost time and memory in proportion to the
+    /// claim (config.json allows 2^20 layers: 13 million names). Names the first missing layer
+    /// instead. (The channel count is bounded: `delay_pattern` lists one delay per channel.)
+    fn check_layer_counts(&self) -> Result<(), CheckpointError> {
+        let held = self.files.len();
+        let (e, d) = (&self.config.encoder_config, &self.config.decoder_config);
+        for (side, count, dim) in [
+            ("encoder", e.num_hidden_layers, e.hidden_size),
+            ("decoder", d.num_hidden_layers, d.hidden_size),
+        ] {
+            if count > held {
+                // Each layer has its own norm weight: one of the first held + 1 is missing.
+                for i in 0..=held {
+                    let nari = format!("{side}.layers.{i}.pre_sa_norm.weight");
+                    let (name, shape, _) = self.locate(&nari, &[dim]);
+                    self.check_entry(&name, &shape)?;
+                }
+            }
         }
         Ok(())
     }

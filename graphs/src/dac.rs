@@ -195,10 +195,24 @@ impl DacConfig {
             list(&["downsampling_ratios", "encoder_rates"])?.unwrap_or(d.downsampling_ratios);
         let upsampling_ratios = list(&["upsampling_ratios", "decoder_rates"])?
             .unwrap_or_else(|| downsampling_ratios.iter().rev().cloned().collect());
-        let hidden_size = uint(&["hidden_size", "latent_dim"])?
-            .unwrap_or(encoder_hidden_size << downsampling_ratios.len());
-        let hop_length =
-            uint(&["hop_length"])?.unwrap_or(downsampling_ratios.iter().product::<usize>());
+        let hidden_size = match uint(&["hidden_size", "latent_dim"])? {
+            Some(h) => h,
+            None => doubled(encoder_hidden_size, downsampling_ratios.len()).ok_or_else(|| {
+                invalid(format!(
+                    "encoder_hidden_size {encoder_hidden_size} doubled by {} encoder blocks \
+                     overflows",
+                    downsampling_ratios.len()
+                ))
+            })?,
+        };
+        let hop_length = match uint(&["hop_length"])? {
+            Some(h) => h,
+            None => product(&downsampling_ratios).ok_or_else(|| {
+                invalid(format!(
+                    "the product of the downsampling ratios {downsampling_ratios:?} overflows"
+                ))
+            })?,
+        };
         let cfg = DacConfig {
             encoder_hidden_size,
             downsampling_ratios,
@@ -209,9 +223,11 @@ impl DacConfig {
             n_codebooks: uint(&["n_codebooks"])?.unwrap_or(d.n_codebooks),
             codebook_size: uint(&["codebook_size"])?.unwrap_or(d.codebook_size),
             codebook_dim: uint(&["codebook_dim"])?.unwrap_or(d.codebook_dim),
-            sampling_rate: uint(&["sampling_rate", "sample_rate"])?
-                .map(|r| r as u32)
-                .unwrap_or(d.sampling_rate),
+            sampling_rate: match uint(&["sampling_rate", "sample_rate"])? {
+                Some(r) => u32::try_from(r)
+                    .map_err(|_| invalid(format!("sampling_rate {r} Hz is out of range")))?,
+                None => d.sampling_rate,
+            },
             hop_length,
         };
         cfg.validate().map_err(invalid)?;
@@ -226,19 +242,27 @@ impl DacConfig {
         Self::from_json_str(&text, &path.display().to_string())
     }
 
-    /// Checks the relations the graphs rely on.
+    /// Checks the relations the graphs rely on (and that the channel counts they derive,
+    /// doubled or halved once per block, and the ratios' products fit in a `usize`).
     pub fn validate(&self) -> Result<(), String> {
-        let down: usize = self.downsampling_ratios.iter().product();
-        let up: usize = self.upsampling_ratios.iter().product();
-        if down != self.hop_length || up != self.hop_length {
+        let down = product(&self.downsampling_ratios);
+        let up = product(&self.upsampling_ratios);
+        if down != Some(self.hop_length) || up != Some(self.hop_length) {
             return Err(format!(
                 "hop_length {} must be the product of the downsampling ratios {:?} and of the \
                  upsampling ratios {:?}",
                 self.hop_length, self.downsampling_ratios, self.upsampling_ratios
             ));
         }
+        if doubled(self.encoder_hidden_size, self.downsampling_ratios.len()).is_none() {
+            return Err(format!(
+                "encoder_hidden_size {} doubled by {} encoder blocks overflows",
+                self.encoder_hidden_size,
+                self.downsampling_ratios.len()
+            ));
+        }
         let n = self.upsampling_ratios.len();
-        if !self.decoder_hidden_size.is_multiple_of(1 << n) {
+        if !doubled(1, n).is_some_and(|d| self.decoder_hidden_size.is_multiple_of(d)) {
             return Err(format!(
                 "decoder_hidden_size {} must be divisible by 2^{n} (one halving per decoder block)",
                 self.decoder_hidden_size
@@ -259,6 +283,18 @@ impl DacConfig {
     pub fn decoder_out_channels(&self) -> usize {
         self.decoder_hidden_size >> self.upsampling_ratios.len()
     }
+}
+
+/// `x · 2^n`, or `None` when it overflows.
+fn doubled(x: usize, n: usize) -> Option<usize> {
+    1usize
+        .checked_shl(u32::try_from(n).ok()?)
+        .and_then(|p| x.checked_mul(p))
+}
+
+/// The product of `xs`, or `None` when it overflows.
+fn product(xs: &[usize]) -> Option<usize> {
+    xs.iter().try_fold(1usize, |a, &b| a.checked_mul(b))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -606,6 +642,16 @@ impl DacCheckpoint {
 
     /// Checks every parameter the config implies, before anything is written.
     pub fn validate(&self) -> Result<(), DacError> {
+        // `n_codebooks` comes from config.json and nothing else bounds it: more codebooks than
+        // the file holds tensors cannot be right, and listing the tensors of 10^18 would take
+        // memory in proportion to the claim. Name the first missing codebook instead.
+        let c = &self.config;
+        if c.n_codebooks > self.files.len() {
+            for i in 0..=self.files.len() {
+                let name = format!("quantizer.quantizers.{i}.codebook.weight");
+                self.check(&self.file_name(&name), &[c.codebook_size, c.codebook_dim])?;
+            }
+        }
         for (name, shape) in expected_tensors(&self.config) {
             match kind_of(&name) {
                 Kind::ConvWeight => {

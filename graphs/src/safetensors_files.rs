@@ -64,6 +64,63 @@ fn release_pages(mmap: &Mmap, start: usize, end: usize) {
 #[cfg(not(unix))]
 fn release_pages(_: &Mmap, _: usize, _: usize) {}
 
+/// safetensors' limit on the JSON header.
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// Checks a file's header length and its tensors' data offsets against the file's real length,
+/// before `safetensors` reads them: it adds the largest end offset to the header length
+/// unchecked, so an offset near 2^64 in a corrupt header overflows (a panic in debug builds, a
+/// wrapped sum in release), and its errors do not say how short a truncated file is.
+fn check_against_length(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    let corrupt = |detail: String| CheckpointError::Corrupt {
+        file: path.to_path_buf(),
+        detail,
+    };
+    let len = bytes.len() as u64;
+    let Some(prefix) = bytes.first_chunk::<8>() else {
+        return Err(corrupt(format!(
+            "the file is {len} bytes, too short for the 8-byte header length"
+        )));
+    };
+    let header_len = u64::from_le_bytes(*prefix);
+    if header_len > len - 8 {
+        return Err(corrupt(format!(
+            "the header length field says {header_len} bytes but only {} bytes follow it",
+            len - 8
+        )));
+    }
+    if header_len > MAX_HEADER_BYTES {
+        return Err(corrupt(format!(
+            "the header is {header_len} bytes, more than safetensors' limit of \
+             {MAX_HEADER_BYTES}"
+        )));
+    }
+    let data_len = len - 8 - header_len;
+    // Invalid JSON or fields of the wrong type are left to safetensors to report.
+    let header = &bytes[8..8 + header_len as usize];
+    let Ok(serde_json::Value::Object(tensors)) = serde_json::from_slice(header) else {
+        return Ok(());
+    };
+    for (name, info) in &tensors {
+        let Some([start, end]) = info
+            .get("data_offsets")
+            .and_then(|o| o.as_array())
+            .and_then(|o| <&[serde_json::Value; 2]>::try_from(o.as_slice()).ok())
+        else {
+            continue;
+        };
+        for offset in [start, end] {
+            if let Some(offset) = offset.as_u64().filter(|&o| o > data_len) {
+                return Err(corrupt(format!(
+                    "tensor `{name}`'s data_offsets reach byte {offset} of the data, but the \
+                     file holds only {data_len} bytes after its header"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl TensorFiles {
     /// Maps `paths` and reads their headers; a truncated or corrupt file is an error naming it.
     pub fn open(paths: Vec<PathBuf>) -> Result<Self, CheckpointError> {
@@ -71,6 +128,7 @@ impl TensorFiles {
         let mut entries = HashMap::new();
         for (fi, path) in paths.into_iter().enumerate() {
             let mmap = open_mmap(&path)?;
+            check_against_length(&path, &mmap)?;
             let (header, meta) =
                 SafeTensors::read_metadata(&mmap).map_err(|e| CheckpointError::Corrupt {
                     file: path.clone(),
@@ -96,6 +154,11 @@ impl TensorFiles {
     /// The first file (for messages about the checkpoint as a whole).
     pub fn first_path(&self) -> &Path {
         &self.files[0].0
+    }
+
+    /// How many tensors the files hold.
+    pub fn len(&self) -> usize {
+        self.entries.len()
     }
 
     pub fn contains(&self, name: &str) -> bool {

@@ -70,6 +70,9 @@ pub fn write_wav(
 /// to the file; real recordings lie well inside this range.
 pub const MIN_SAMPLE_RATE: u32 = 1_000;
 pub const MAX_SAMPLE_RATE: u32 = 768_000;
+/// The largest sample magnitude accepted (audio is nominally within ±1): far larger values
+/// overflow the resampler's FFT in float32, and it panics on the non-finite result.
+pub const MAX_SAMPLE_MAGNITUDE: f32 = 1e6;
 
 /// Reads a WAV file as mono float samples at its own rate: returns (samples, rate).
 ///
@@ -160,7 +163,15 @@ pub fn read_wav_mono(path: &Path) -> Result<(Vec<f32>, u32), RuntimeError> {
     match spec.sample_format {
         hound::SampleFormat::Float => {
             for s in reader.into_samples::<f32>() {
-                interleaved.push(s.map_err(sample_err)?);
+                let v = s.map_err(sample_err)?;
+                if !(v.abs() <= MAX_SAMPLE_MAGNITUDE) {
+                    return Err(bad(format!(
+                        "sample {} is {v}: float samples must be finite and within \
+                         ±{MAX_SAMPLE_MAGNITUDE:e} (nominally ±1)",
+                        interleaved.len()
+                    )));
+                }
+                interleaved.push(v);
             }
         }
         hound::SampleFormat::Int => {
@@ -181,6 +192,13 @@ pub fn read_wav_mono(path: &Path) -> Result<(Vec<f32>, u32), RuntimeError> {
     Ok((mono, spec.sample_rate))
 }
 
+fn gcd(mut a: u32, mut b: u32) -> u32 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
 /// Resamples mono `x` from `from` Hz to `to` Hz (band-limited FFT resampler). The output has
 /// `round(len · to / from)` samples, aligned with the input (the resampler's delay removed).
 pub fn resample(x: &[f32], from: u32, to: u32) -> Result<Vec<f32>, RuntimeError> {
@@ -192,6 +210,15 @@ pub fn resample(x: &[f32], from: u32, to: u32) -> Result<Vec<f32>, RuntimeError>
                 "{rate} Hz is outside the supported {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz"
             )));
         }
+    }
+    // (A NaN, an infinity or a value large enough to overflow the FFT makes its output
+    // non-real: rubato panics on it.)
+    if let Some(i) = x.iter().position(|v| !(v.abs() <= MAX_SAMPLE_MAGNITUDE)) {
+        return Err(err(format!(
+            "sample {i} is {}: samples must be finite and within ±{MAX_SAMPLE_MAGNITUDE:e} \
+             (nominally ±1)",
+            x[i]
+        )));
     }
     if from == to {
         return Ok(x.to_vec());
@@ -217,15 +244,26 @@ pub fn resample(x: &[f32], from: u32, to: u32) -> Result<Vec<f32>, RuntimeError>
             .map_err(|e| err(e.to_string()))?;
         out.extend_from_slice(&y[0]);
     }
-    // Flush until the delayed tail is out.
-    while out.len() < want + delay {
+    // Flush with zeros until the delayed tail is out. Output comes in whole FFT blocks of
+    // `from / gcd` input frames rounded up past half a chunk, which can be longer than a
+    // flush's chunk (44101 Hz, 384 kHz -> 44.1 kHz), so a flush may yield nothing yet: stop
+    // on the frame count, after at most enough zeros to push the delay and two blocks out.
+    let block_in = chunk as u64 / 2 + u64::from(from / gcd(from, to));
+    let tail_in = delay as u64 * u64::from(from) / u64::from(to) + 2 * block_in + chunk as u64;
+    let mut flushes = tail_in.div_ceil(chunk as u64) + 1;
+    while out.len() < want + delay && flushes > 0 {
         let y = r
             .process_partial::<&[f32]>(None, None)
             .map_err(|e| err(e.to_string()))?;
-        if y[0].is_empty() {
-            break;
-        }
         out.extend_from_slice(&y[0]);
+        flushes -= 1;
+    }
+    if out.len() < want + delay {
+        return Err(err(format!(
+            "the resampler gave {} samples, {} expected",
+            out.len().saturating_sub(delay),
+            want
+        )));
     }
     let end = (delay + want).min(out.len());
     Ok(out[delay.min(end)..end].to_vec())

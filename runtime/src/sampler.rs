@@ -155,7 +155,7 @@ impl Sampler {
         }
         let row = &mut self.scratch;
         for (x, &f) in row.iter_mut().zip(filtered) {
-            *x = f;
+            *x = f / p.temperature;
         }
         if eos < v {
             if argmax(row) != eos {
@@ -200,10 +200,6 @@ impl Sampler {
                 softmax(row, probs);
             }
         }
-        for x in row.iter_mut() {
-            *x /= p.temperature;
-        }
-        softmax(row, probs);
     }
 
     /// Draws one token per channel from the probabilities of the last

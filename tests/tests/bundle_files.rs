@@ -40,7 +40,12 @@ fn exported_manifests_record_every_file_and_its_hash() {
     let b = bundle("tiny-nari");
     let m = Manifest::load(&b).unwrap();
     let names: Vec<&str> = m.files.iter().map(|f| f.name.as_str()).collect();
-    for f in ["encoder.onnx", "encoder.weights", "decoder_step.onnx", "decoder_step.weights"] {
+    for f in [
+        "encoder.onnx",
+        "encoder.weights",
+        "decoder_step.onnx",
+        "decoder_step.weights",
+    ] {
         assert!(names.contains(&f), "{f} not in {names:?}");
     }
     assert_eq!(m.verify_hashes(&b).unwrap(), m.files.len());
@@ -73,7 +78,10 @@ fn format_2_and_early_format_3_manifests_still_load() {
         m["target"] = "tpu".into();
     });
     let e = load_err(&bad);
-    assert!(e.contains("unknown target `tpu`") && e.contains("re-export"), "{e}");
+    assert!(
+        e.contains("unknown target `tpu`") && e.contains("re-export"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -85,7 +93,11 @@ fn a_truncated_file_is_named_at_load_and_a_flipped_bit_on_verify() {
     let e = load_err(&b);
     assert!(
         e.contains("decoder_step.weights")
-            && e.contains(&format!("{} bytes but the manifest records {}", bytes.len() - 100, bytes.len()))
+            && e.contains(&format!(
+                "{} bytes but the manifest records {}",
+                bytes.len() - 100,
+                bytes.len()
+            ))
             && e.contains("download or export it again"),
         "{e}"
     );
@@ -111,7 +123,9 @@ fn a_manifest_whose_config_disagrees_with_its_graphs_fails_at_load() {
     let b = bundle("tiny-nari");
     // One more layer in the config than the graphs have.
     let more = edited_copy(&b, "more-layers", |m| {
-        let n = m["config"]["decoder_config"]["num_hidden_layers"].as_u64().unwrap();
+        let n = m["config"]["decoder_config"]["num_hidden_layers"]
+            .as_u64()
+            .unwrap();
         m["config"]["decoder_config"]["num_hidden_layers"] = (n + 1).into();
     });
     let e = load_err(&more);
@@ -125,13 +139,19 @@ fn a_manifest_whose_config_disagrees_with_its_graphs_fails_at_load() {
         m["max_frames"] = (f + 8).into();
     });
     let e = load_err(&frames);
-    assert!(e.contains("self_k_0") && e.contains("but the config implies"), "{e}");
+    assert!(
+        e.contains("self_k_0") && e.contains("but the config implies"),
+        "{e}"
+    );
     // Config and manifest agree with each other but not with the graph file: the session's
     // own inputs are checked too.
     let both = edited_copy(&b, "manifest-vs-graph", |m| {
         let f = m["max_frames"].as_u64().unwrap() as i64;
         m["max_frames"] = (f + 8).into();
-        for spec in m["graphs"]["decoder_step"]["inputs"].as_array_mut().unwrap() {
+        for spec in m["graphs"]["decoder_step"]["inputs"]
+            .as_array_mut()
+            .unwrap()
+        {
             for d in spec["shape"].as_array_mut().unwrap() {
                 if d.as_i64() == Some(f) {
                     *d = (f + 8).into();

