@@ -1049,52 +1049,6 @@ impl Builder {
         self.node("Slice", &[x, &starts, &ends, &axes], vec![], x.dtype, shape)
     }
 
-    /// ONNX Runtime's `MatMulNBits` (com.microsoft): `x [.., K] · W [K, N]` with `W` stored
-    /// block-wise quantised: `qweight` uint8 `[N, K/block, block·bits/8]`, `scales` `[N·K/block]`
-    /// in `x`'s dtype, zero point 2^(bits-1). `accuracy_level` 4 lets the CPU kernel quantise
-    /// the activations to int8 too (integer dot products).
-    #[allow(clippy::too_many_arguments)]
-    pub fn matmul_nbits(
-        &mut self,
-        x: &Value,
-        qweight: &Value,
-        scales: &Value,
-        k: usize,
-        n: usize,
-        bits: usize,
-        block: usize,
-        accuracy_level: i64,
-    ) -> Value {
-        assert_eq!(
-            *x.shape.last().unwrap(),
-            k as i64,
-            "MatMulNBits: {} {:?} is not [.., {k}]",
-            x.name,
-            x.shape
-        );
-        assert_eq!(
-            scales.dtype, x.dtype,
-            "MatMulNBits: scales must have the input's dtype"
-        );
-        let mut shape = x.shape.clone();
-        *shape.last_mut().unwrap() = n as i64;
-        self.uses_ms_domain = true;
-        let out = self.node(
-            "MatMulNBits",
-            &[x, qweight, scales],
-            vec![
-                attr_int("K", k as i64),
-                attr_int("N", n as i64),
-                attr_int("bits", bits as i64),
-                attr_int("block_size", block as i64),
-                attr_int("accuracy_level", accuracy_level),
-            ],
-            x.dtype,
-            shape,
-        );
-        self.graph.node.last_mut().unwrap().domain = MS_DOMAIN.into();
-        out
-    }
 
     /// `ScatterElements(data, indices, updates, axis)`: `data` with `updates` written at
     /// `indices` along `axis`.

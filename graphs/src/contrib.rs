@@ -1,11 +1,25 @@
-//! ONNX Runtime's fused contrib operators (domain `com.microsoft`) used by the
-//! [`Target::Fused`](crate::Target::Fused) decoder step: one kernel where the portable graph has
-//! a dozen small ones. Their CPU kernels compute the same functions (float32 included), which
-//! is how the parity tests check these graphs without a GPU.
+//! ONNX Runtime's contrib operators (domain `com.microsoft`): the fused kernels of the
+//! [`Target::Fused`](crate::Target::Fused) decoder step, one kernel where the portable graph has
+//! a dozen small ones, and `MatMulNBits` for block-quantised projections (every target but
+//! coreml). Their CPU kernels compute the same functions (float32 included), which is how the
+//! parity tests check these graphs without a GPU.
 //!
 //! Semantics follow onnxruntime's `docs/ContribOperators.md` and `bert_defs.cc`.
 
 use crate::builder::{attr_float, attr_int, Builder, DType, Value, MS_DOMAIN};
+use crate::quant::QuantSpec;
+
+/// A `[K, N]` projection stored block-wise quantised for [`Builder::matmul_nbits`]: `qweight`
+/// uint8 `[N, K/block, block·bits/8]`, `scales` `[N·K/block]` in the activations' dtype, zero
+/// point 2^(bits-1).
+#[derive(Clone, Debug)]
+pub struct QuantizedMatrix {
+    pub qweight: Value,
+    pub scales: Value,
+    pub k: usize,
+    pub n: usize,
+    pub spec: QuantSpec,
+}
 
 /// The attention layout [`Builder::group_query_attention`] works on.
 #[derive(Clone, Copy, Debug)]
@@ -16,6 +30,39 @@ pub struct GqaHeads {
 }
 
 impl Builder {
+    /// `MatMulNBits`: `x [.., K] · W [K, N]` with `W` block-wise quantised. `accuracy_level` 4
+    /// lets the CPU kernel quantise the activations to int8 too (integer dot products).
+    pub fn matmul_nbits(&mut self, x: &Value, w: &QuantizedMatrix) -> Value {
+        assert_eq!(
+            *x.shape.last().unwrap(),
+            w.k as i64,
+            "MatMulNBits: {} {:?} is not [.., {}]",
+            x.name,
+            x.shape,
+            w.k
+        );
+        assert_eq!(
+            w.scales.dtype, x.dtype,
+            "MatMulNBits: scales must have the input's dtype"
+        );
+        let mut shape = x.shape.clone();
+        *shape.last_mut().unwrap() = w.n as i64;
+        let mut outs = self.node_opt(
+            "MatMulNBits",
+            MS_DOMAIN,
+            &[Some(x), Some(&w.qweight), Some(&w.scales)],
+            vec![
+                attr_int("K", w.k as i64),
+                attr_int("N", w.n as i64),
+                attr_int("bits", w.spec.bits as i64),
+                attr_int("block_size", w.spec.block as i64),
+                attr_int("accuracy_level", w.spec.accuracy_level),
+            ],
+            vec![(x.dtype, shape)],
+        );
+        outs.remove(0)
+    }
+
     fn drop_outputs(&mut self, keep: &[bool]) {
         let node = self.last_node_mut();
         for (name, &k) in node.output.iter_mut().zip(keep) {

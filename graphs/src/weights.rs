@@ -3,6 +3,7 @@
 
 use crate::builder::{Builder, DType, Value};
 use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::contrib::QuantizedMatrix;
 use crate::quant::{self, QuantSpec};
 use crate::tensor::{encode_f32, Tensor};
 
@@ -20,35 +21,14 @@ pub struct Weights<'a> {
 /// block-quantised `W`.
 pub enum Linear {
     Dense(Value),
-    Quantized {
-        qweight: Value,
-        scales: Value,
-        k: usize,
-        n: usize,
-        spec: QuantSpec,
-    },
+    Quantized(QuantizedMatrix),
 }
 
 impl Linear {
     pub fn apply(&self, b: &mut Builder, x: &Value) -> Value {
         match self {
             Linear::Dense(w) => b.matmul(x, w),
-            Linear::Quantized {
-                qweight,
-                scales,
-                k,
-                n,
-                spec,
-            } => b.matmul_nbits(
-                x,
-                qweight,
-                scales,
-                *k,
-                *n,
-                spec.bits,
-                spec.block,
-                spec.accuracy_level,
-            ),
+            Linear::Quantized(w) => b.matmul_nbits(x, w),
         }
     }
 }
@@ -171,13 +151,13 @@ impl<'a> Weights<'a> {
                     &[n as i64 * blocks],
                     &encode_f32(&scales, self.dtype),
                 );
-                Linear::Quantized {
+                Linear::Quantized(QuantizedMatrix {
                     qweight,
                     scales,
                     k,
                     n,
                     spec,
-                }
+                })
             }
             _ => Linear::Dense(self.add(b, name, m, self.dtype)),
         }
