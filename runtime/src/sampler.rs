@@ -164,7 +164,8 @@ impl Sampler {
                 row[..eos].fill(f32::NEG_INFINITY);
             }
         }
-        // top-k again, on the tempered logits.
+        // top-k again, on the tempered logits (the reference passes cfg_filter_top_k here too,
+        // so this cuts nothing the CFG filter left, barring exact ties; kept to mirror it).
         let thr = top_k_threshold(row, p.cfg_filter_top_k, &mut self.select);
         for x in row.iter_mut() {
             if *x < thr {
@@ -274,6 +275,43 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
         s.sample(&pair, &params(0.0), &mut rng, &mut out);
         assert_eq!(out, [4]);
+    }
+
+    #[test]
+    fn distribution_then_draw() {
+        // V = 6, EOS = 4, cfg_scale 0 (CFG = cond). Channel 0: 5 is masked (above EOS), so EOS
+        // is the top logit and takes all the mass. Channel 1: top-3 {4, 1, 0}, EOS masked on
+        // channels 1.. and not the top: {0, 1} share it.
+        let (c, v) = (2, 6);
+        let mut pair = vec![0f32; 2 * c * v];
+        pair[c * v..c * v + v].copy_from_slice(&[0.0, 1.0, 0.5, 0.0, 3.0, 9.0]);
+        pair[c * v + v..].copy_from_slice(&[1.0, 1.1, 0.9, 0.0, 9.0, 0.0]);
+        let mut s = Sampler::new(c, v, 4);
+        let p = SamplingParams {
+            cfg_scale: 0.0,
+            cfg_filter_top_k: 3,
+            temperature: 1.0,
+            top_p: 1.0,
+        };
+        let probs = s.distribution(&pair, &p).to_vec();
+        assert_eq!(&probs[..v], &[0.0, 0.0, 0.0, 0.0, 1.0, 0.0]);
+        let want = 1.0 / (1.0 + (0.1f32).exp());
+        assert!((probs[v] - want).abs() < 1e-6, "{probs:?}");
+        assert!((probs[v + 1] - (1.0 - want)).abs() < 1e-6, "{probs:?}");
+        assert!(probs[v + 2..].iter().all(|&x| x == 0.0), "{probs:?}");
+        // Greedy: one-hot at the argmax; every draw takes it.
+        let greedy = SamplingParams {
+            temperature: 0.0,
+            ..p
+        };
+        let probs = s.distribution(&pair, &greedy).to_vec();
+        assert_eq!(&probs[v..], &[0.0, 1.0, 0.0, 0.0, 0.0, 0.0]);
+        for seed in 0..20 {
+            let mut out = [0i64; 2];
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            s.draw(&mut rng, &mut out);
+            assert_eq!(out, [4, 1]);
+        }
     }
 
     #[test]
