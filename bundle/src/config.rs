@@ -216,6 +216,47 @@ impl DiaConfig {
     pub fn validate(&self) -> Result<(), String> {
         let e = &self.encoder_config;
         let d = &self.decoder_config;
+        // The same bounds whichever way the config was read (config.json or a manifest).
+        let sizes = [
+            ("encoder_config.hidden_size", e.hidden_size),
+            ("encoder_config.intermediate_size", e.intermediate_size),
+            ("encoder_config.num_hidden_layers", e.num_hidden_layers),
+            ("encoder_config.num_attention_heads", e.num_attention_heads),
+            ("encoder_config.num_key_value_heads", e.num_key_value_heads),
+            ("encoder_config.head_dim", e.head_dim),
+            (
+                "encoder_config.max_position_embeddings",
+                e.max_position_embeddings,
+            ),
+            ("encoder_config.vocab_size", e.vocab_size),
+            ("decoder_config.hidden_size", d.hidden_size),
+            ("decoder_config.intermediate_size", d.intermediate_size),
+            ("decoder_config.num_hidden_layers", d.num_hidden_layers),
+            ("decoder_config.num_attention_heads", d.num_attention_heads),
+            ("decoder_config.num_key_value_heads", d.num_key_value_heads),
+            ("decoder_config.head_dim", d.head_dim),
+            (
+                "decoder_config.cross_num_attention_heads",
+                d.cross_num_attention_heads,
+            ),
+            (
+                "decoder_config.cross_num_key_value_heads",
+                d.cross_num_key_value_heads,
+            ),
+            ("decoder_config.cross_head_dim", d.cross_head_dim),
+            ("decoder_config.cross_hidden_size", d.cross_hidden_size),
+            (
+                "decoder_config.max_position_embeddings",
+                d.max_position_embeddings,
+            ),
+            ("decoder_config.vocab_size", d.vocab_size),
+            ("decoder_config.num_channels", d.num_channels),
+        ];
+        for (key, v) in sizes {
+            if !(1..=MAX_DIM).contains(&v) {
+                return Err(format!("`{key}` is {v}, outside 1..={MAX_DIM}"));
+            }
+        }
         if !e.num_attention_heads.is_multiple_of(e.num_key_value_heads) {
             return Err("encoder heads must be a multiple of its kv heads".into());
         }

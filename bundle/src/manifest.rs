@@ -309,6 +309,20 @@ impl Manifest {
     /// tensor and both shapes, instead of at the first step.
     pub fn check_graph_specs(&self) -> Result<(), String> {
         let step = &self.graphs.decoder_step;
+        // Counted first, so a config claiming a million layers costs nothing to refuse.
+        let layers = self.config.decoder_config.num_hidden_layers;
+        let graph_layers = step
+            .inputs
+            .iter()
+            .filter(|i| i.name.starts_with("self_k_"))
+            .count();
+        if graph_layers != layers {
+            return Err(format!(
+                "the config has {layers} decoder layers but {} has the caches of {graph_layers}: \
+                 the manifest and the graphs disagree; re-export the bundle",
+                step.file
+            ));
+        }
         let expected = self.expected_step_inputs();
         for want in &expected {
             match step.input(&want.name) {

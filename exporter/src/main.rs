@@ -99,21 +99,53 @@ enum Quantize {
     Int4,
 }
 
-/// `dia-export check BUNDLE --ep EP`.
+/// `dia-export check BUNDLE [--verify] [--ep EP]`.
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("what").required(true).multiple(true).args(["verify", "ep"])))]
 struct CheckArgs {
     /// Bundle directory (manifest.json and the graphs it lists).
     bundle: PathBuf,
+    /// Read every file of the bundle and compare its size and SHA-256 with the manifest's
+    /// record (a download or copy that went wrong).
+    #[arg(long)]
+    verify: bool,
     /// Execution provider whose rules to check (only `coreml` for now: ONNX Runtime's CoreML EP,
     /// ML Program format, static shapes).
     #[arg(long)]
-    ep: String,
+    ep: Option<String>,
 }
 
-/// `dia-export check`: prints per graph its unsupported nodes; exit status 0 when every node of
-/// every graph is supported, 1 when some are not, 2 on an error.
+/// `dia-export check`: `--verify` checks the files against the manifest; `--ep` prints per
+/// graph its unsupported nodes. Exit status 0 when the files are intact and every node of every
+/// graph is supported, 1 when a file is damaged or some nodes are not supported, 2 on an error.
 fn check_main(args: &CheckArgs) -> ExitCode {
-    let reports = match dia_coreml_check::check_bundle_report(&args.bundle, &args.ep) {
+    if args.verify {
+        let verified =
+            dia_bundle::Manifest::load(&args.bundle).and_then(|m| m.verify_hashes(&args.bundle));
+        match verified {
+            Ok(n) => println!(
+                "{}: all {n} files match the manifest",
+                args.bundle.display()
+            ),
+            Err(e @ dia_bundle::BundleError::Damaged { .. }) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    match &args.ep {
+        Some(ep) => check_ep(&args.bundle, ep),
+        None => ExitCode::SUCCESS,
+    }
+}
+
+/// The nodes of the bundle's graphs that `ep` would not take.
+fn check_ep(bundle: &std::path::Path, ep: &str) -> ExitCode {
+    let reports = match dia_coreml_check::check_bundle_report(bundle, ep) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -122,8 +154,8 @@ fn check_main(args: &CheckArgs) -> ExitCode {
     };
     println!(
         "{}: {} rules ({})",
-        args.bundle.display(),
-        args.ep,
+        bundle.display(),
+        ep,
         dia_coreml_check::ORT_REFERENCE
     );
     let mut total = 0;

@@ -1049,7 +1049,6 @@ impl Builder {
         self.node("Slice", &[x, &starts, &ends, &axes], vec![], x.dtype, shape)
     }
 
-
     /// `ScatterElements(data, indices, updates, axis)`: `data` with `updates` written at
     /// `indices` along `axis`.
     pub fn scatter_elements(

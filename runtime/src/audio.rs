@@ -74,6 +74,11 @@ pub const MAX_SAMPLE_RATE: u32 = 768_000;
 /// overflow the resampler's FFT in float32, and it panics on the non-finite result.
 pub const MAX_SAMPLE_MAGNITUDE: f32 = 1e6;
 
+/// Whether `v` is a sample the resampler can take: finite and within ±`MAX_SAMPLE_MAGNITUDE`.
+fn plausible(v: f32) -> bool {
+    v.is_finite() && v.abs() <= MAX_SAMPLE_MAGNITUDE
+}
+
 /// Reads a WAV file as mono float samples at its own rate: returns (samples, rate).
 ///
 /// The header is checked against the file before anything is allocated for the samples: a data
@@ -164,7 +169,7 @@ pub fn read_wav_mono(path: &Path) -> Result<(Vec<f32>, u32), RuntimeError> {
         hound::SampleFormat::Float => {
             for s in reader.into_samples::<f32>() {
                 let v = s.map_err(sample_err)?;
-                if !(v.abs() <= MAX_SAMPLE_MAGNITUDE) {
+                if !plausible(v) {
                     return Err(bad(format!(
                         "sample {} is {v}: float samples must be finite and within \
                          ±{MAX_SAMPLE_MAGNITUDE:e} (nominally ±1)",
@@ -213,7 +218,7 @@ pub fn resample(x: &[f32], from: u32, to: u32) -> Result<Vec<f32>, RuntimeError>
     }
     // (A NaN, an infinity or a value large enough to overflow the FFT makes its output
     // non-real: rubato panics on it.)
-    if let Some(i) = x.iter().position(|v| !(v.abs() <= MAX_SAMPLE_MAGNITUDE)) {
+    if let Some(i) = x.iter().position(|&v| !plausible(v)) {
         return Err(err(format!(
             "sample {i} is {}: samples must be finite and within ±{MAX_SAMPLE_MAGNITUDE:e} \
              (nominally ±1)",

@@ -130,7 +130,8 @@ fn a_manifest_whose_config_disagrees_with_its_graphs_fails_at_load() {
     });
     let e = load_err(&more);
     assert!(
-        e.contains("no input `self_k_2`") && e.contains("re-export"),
+        e.contains("the config has 3 decoder layers but decoder_step.onnx has the caches of 2")
+            && e.contains("re-export"),
         "{e}"
     );
     // A longer cache than the graphs were built for: the tensor and both shapes are named.
@@ -164,4 +165,29 @@ fn a_manifest_whose_config_disagrees_with_its_graphs_fails_at_load() {
         e.contains("self_k_0") && e.contains("manifest says") && e.contains("re-export"),
         "{e}"
     );
+}
+
+#[test]
+fn dia_export_check_verify_reports_damage_with_its_own_exit_status() {
+    let b = edited_copy(&bundle("tiny-hf"), "verify-cli", |_| {});
+    let ok = dia_tests::run("dia-export", &["check", b.to_str().unwrap(), "--verify"]);
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert_eq!(ok.status.code(), Some(0), "{out}{}", dia_tests::stderr(&ok));
+    assert!(out.contains("files match the manifest"), "{out}");
+
+    let w = b.join("encoder.weights");
+    let mut bytes = fs::read(&w).unwrap();
+    bytes[7] ^= 1;
+    fs::write(&w, &bytes).unwrap();
+    let bad = dia_tests::run("dia-export", &["check", b.to_str().unwrap(), "--verify"]);
+    let e = dia_tests::stderr(&bad);
+    assert_eq!(bad.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("encoder.weights") && e.contains("SHA-256"),
+        "{e}"
+    );
+
+    // Neither --verify nor --ep: nothing to check is a usage error.
+    let none = dia_tests::run("dia-export", &["check", b.to_str().unwrap()]);
+    assert_eq!(none.status.code(), Some(2), "{}", dia_tests::stderr(&none));
 }
