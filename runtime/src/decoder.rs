@@ -9,13 +9,19 @@
 //! States are expensive (the cache is hundreds of MB at full size) and a captured CUDA graph
 //! replays the device addresses it was captured with, so states are pooled per text bucket:
 //! an utterance checks one out ([`DecoderStep::checkout`]), refills its cross K/V and mask in
-//! place, and gives it back when dropped. Two utterances alive at once get two states; none
-//! ever waits for another to finish. In CUDA-graph mode each state has its own graph id.
+//! place, and gives it back when dropped. Two utterances alive at once get two states.
+//!
+//! In CUDA-graph mode there is one state per bucket, captured as graph `gpu_graph_id = bucket`,
+//! and utterances take turns whole: with ONNX Runtime 1.31.1 on the H200, captured graphs
+//! replayed step by step in turn from several threads gave wrong codes, whether each state
+//! had its own graph id or only buckets did (`benchmarks/gpu.md`, runs 11 and 12). A second
+//! utterance waits for the first to end; on the thread whose utterance is alive it would wait
+//! forever, so it gets [`RuntimeError::StateBusy`] instead.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::thread::ThreadId;
 
 use dia_bundle::layout::{CacheUpdate, KLayout, PositionInput, StepLayout, TokenIds};
 use dia_bundle::{names, DecoderConfig, MASK_BIAS};
@@ -40,20 +46,30 @@ pub struct StepTimings {
     pub steps: usize,
 }
 
+/// Decoder states by text bucket.
+#[derive(Default)]
+struct Pool {
+    idle: HashMap<usize, Vec<StepState>>,
+    /// Turn-taking mode: the thread whose utterance is alive.
+    held: Option<ThreadId>,
+}
+
 /// The decoder-step graph and what runs it.
 pub struct DecoderStep {
-    /// Idle states by text bucket. Declared first: states are bound to the session and are
-    /// dropped before it.
-    pool: Mutex<HashMap<usize, Vec<StepState>>>,
+    /// Declared first: states are bound to the session and are dropped before it.
+    pool: Mutex<Pool>,
+    /// Signalled when a state goes back to the pool (CUDA-graph mode waits on it).
+    returned: Condvar,
     session: Mutex<Session>,
     layout: StepLayout,
     cfg: DecoderConfig,
     bos: i64,
     /// The GPU the state lives on, when the step runs on CUDA.
     on_cuda: bool,
-    /// Capture the step as a CUDA graph (one per state).
+    /// Capture the step as a CUDA graph (one per bucket).
     cuda_graph: bool,
-    next_graph_id: AtomicI64,
+    /// One utterance at a time, one state per bucket (CUDA-graph mode, or asked for).
+    exclusive: bool,
     /// Direct copies of the per-step inputs and logits (CUDA provider only).
     cuda_copy: Option<CudaCopy>,
 }
@@ -66,16 +82,18 @@ impl DecoderStep {
         bos: i64,
         on_cuda: bool,
         cuda_graph: bool,
+        utterances_take_turns: bool,
     ) -> Self {
         Self {
-            pool: Mutex::new(HashMap::new()),
+            pool: Mutex::new(Pool::default()),
+            returned: Condvar::new(),
             session: Mutex::new(session),
             layout,
             cfg,
             bos,
             on_cuda,
             cuda_graph: cuda_graph && on_cuda,
-            next_graph_id: AtomicI64::new(1),
+            exclusive: utterances_take_turns || (cuda_graph && on_cuda),
             cuda_copy: on_cuda.then(CudaCopy::load).flatten(),
         }
     }
@@ -93,37 +111,62 @@ impl DecoderStep {
         self.session.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn pool(&self) -> MutexGuard<'_, Pool> {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// A state for these cross inputs: an idle one of the same bucket, refilled, or a new one.
-    /// It goes back to the pool when the returned utterance is dropped.
+    /// It goes back to the pool when the returned utterance is dropped. In turn-taking
+    /// (CUDA-graph) mode this waits while another thread's utterance is alive.
     pub fn checkout(&self, cross: CrossInputs) -> Result<Utterance<'_>, RuntimeError> {
-        let idle = self
-            .pool
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(&cross.bucket)
-            .and_then(|v| v.pop());
-        let state = match idle {
-            Some(mut s) => {
-                s.refill(cross)?;
-                s
+        let bucket = cross.bucket;
+        let idle = {
+            let mut pool = self.pool();
+            if self.exclusive {
+                let me = std::thread::current().id();
+                while let Some(holder) = pool.held {
+                    if holder == me {
+                        return Err(RuntimeError::StateBusy);
+                    }
+                    pool = self.returned.wait(pool).unwrap_or_else(|e| e.into_inner());
+                }
+                pool.held = Some(me);
             }
-            None => StepState::new(self, cross)?,
+            pool.idle.get_mut(&bucket).and_then(|v| v.pop())
         };
-        Ok(Utterance {
-            decoder: self,
-            state: Some(state),
-            timings: StepTimings::default(),
-        })
+        // Built or refilled outside the pool's lock; on failure the bucket is free again.
+        let state = match idle {
+            Some(mut s) => s.refill(cross).map(|()| s),
+            None => StepState::new(self, cross, bucket),
+        };
+        match state {
+            Ok(state) => Ok(Utterance {
+                decoder: self,
+                state: Some(state),
+                bucket,
+                timings: StepTimings::default(),
+            }),
+            Err(e) => {
+                self.release(bucket, None);
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives a bucket's state back (if any) and ends the utterance's turn.
+    fn release(&self, bucket: usize, state: Option<StepState>) {
+        let mut pool = self.pool();
+        if let Some(s) = state {
+            pool.idle.entry(bucket).or_default().push(s);
+        }
+        pool.held = None;
+        drop(pool);
+        self.returned.notify_all();
     }
 
     /// States built so far and idle now, for tests and diagnostics.
     pub fn idle_states(&self) -> usize {
-        self.pool
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .map(Vec::len)
-            .sum()
+        self.pool().idle.values().map(Vec::len).sum()
     }
 }
 
@@ -177,7 +220,7 @@ fn position_tensor(alloc: &Allocator, p: PositionInput) -> Result<DynTensor, Run
 impl StepState {
     /// Allocates a state (on the GPU with the CUDA provider) around these cross inputs (host
     /// tensors, uploaded here) and binds it all to the step session.
-    fn new(dec: &DecoderStep, cross: CrossInputs) -> Result<Self, RuntimeError> {
+    fn new(dec: &DecoderStep, cross: CrossInputs, bucket: usize) -> Result<Self, RuntimeError> {
         let l = &dec.layout;
         let d = &dec.cfg;
         let c = d.num_channels;
@@ -266,8 +309,7 @@ impl StepState {
         drop(session);
         let run_options = if dec.cuda_graph {
             let mut o = RunOptions::new()?;
-            let id = dec.next_graph_id.fetch_add(1, Ordering::Relaxed);
-            o.set("gpu_graph_id", id.to_string())?;
+            o.set("gpu_graph_id", bucket.to_string())?;
             Some(o)
         } else {
             None
@@ -383,21 +425,13 @@ fn write_row(
 pub struct Utterance<'d> {
     decoder: &'d DecoderStep,
     state: Option<StepState>,
+    bucket: usize,
     pub timings: StepTimings,
 }
 
 impl Drop for Utterance<'_> {
     fn drop(&mut self) {
-        if let Some(s) = self.state.take() {
-            let bucket = s.mask.shape()[s.mask.shape().len() - 1] as usize;
-            self.decoder
-                .pool
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(bucket)
-                .or_default()
-                .push(s);
-        }
+        self.decoder.release(self.bucket, self.state.take());
     }
 }
 

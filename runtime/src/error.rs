@@ -46,6 +46,8 @@ pub enum RuntimeError {
     Cuda(String),
     #[error("resampling {from} Hz -> {to} Hz: {msg}")]
     Resample { from: u32, to: u32, msg: String },
+    #[error("this thread already has a generation alive, and with CUDA graphs generations take turns whole: finish or drop it before starting another on this thread, or run them on separate threads (they then wait for each other)")]
+    StateBusy,
     /// A broken invariant of this library (a bug): please report it.
     #[error("internal error (please report it): {0}")]
     Internal(String),

@@ -172,6 +172,7 @@ fn main() -> Result<()> {
             coreml_units: args.coreml_units,
             coreml_cache_dir: None,
             profile: args.ort_profile.clone(),
+            ..ModelOptions::default()
         },
     )?;
     for w in model.warnings() {

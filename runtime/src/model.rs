@@ -27,6 +27,10 @@ pub struct ModelOptions {
     /// them (ONNX Runtime's CUDA graphs); every step input and output then lives at a fixed
     /// address, which pooled states keep for the model's lifetime.
     pub cuda_graph: bool,
+    /// Utterances take turns whole, each text bucket keeping one decoder state (a second one
+    /// started on the thread whose generation is alive gets an error): what `cuda_graph`
+    /// implies, available on any provider to test that discipline.
+    pub utterances_take_turns: bool,
     /// CoreML only: compute units (default all).
     pub coreml_units: providers::CoreMlUnits,
     /// CoreML only: compiled-model cache directory (default: `coreml-cache/` in the bundle).
@@ -101,6 +105,7 @@ impl DiaModel {
                 cfg.bos_token_id,
                 on_cuda,
                 opts.cuda_graph,
+                opts.utterances_take_turns,
             ),
             encoder: TextEncoder::new(enc.session, layout, layers),
             codec,

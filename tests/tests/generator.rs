@@ -84,3 +84,57 @@ fn a_dropped_generator_stops_and_its_state_serves_the_next_utterance() {
         "the same state was reused"
     );
 }
+
+fn taking_turns() -> ModelOptions {
+    // The CUDA-graph discipline (utterances take turns, one state per text bucket), on the CPU.
+    ModelOptions {
+        utterances_take_turns: true,
+        ..ModelOptions::default()
+    }
+}
+
+#[test]
+fn taking_turns_a_second_generator_on_the_same_thread_gets_a_clear_error() {
+    let model = DiaModel::load(&bundle("tiny-nari"), &taking_turns()).unwrap();
+    let (text, opts, want) = greedy_case_named("long");
+    let mut a = Generator::new(&model, &text, &opts).unwrap();
+    a.step().unwrap();
+    // Same thread: waiting would never end.
+    let e = match Generator::new(&model, &text, &opts) {
+        Ok(_) => panic!("a second state was handed out"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        e.contains("already has a generation alive") && e.contains("drop"),
+        "{e}"
+    );
+    while !a.is_done() {
+        a.step().unwrap();
+    }
+    assert_eq!(a.finish().codes.data, rows(&want));
+    // Once it is dropped, the bucket is free again.
+    let again = model.generate(&text, &opts, |_| {}).unwrap();
+    assert_eq!(again.codes.data, rows(&want));
+    assert_eq!(model.decoder().idle_states(), 1);
+}
+
+#[test]
+fn taking_turns_threads_wait_for_each_other_and_match_the_reference() {
+    let model = std::sync::Arc::new(DiaModel::load(&bundle("tiny-hf"), &taking_turns()).unwrap());
+    let handles: Vec<_> = ["long", "eos", "long", "eos"]
+        .into_iter()
+        .map(|name| {
+            let model = std::sync::Arc::clone(&model);
+            std::thread::spawn(move || {
+                let (text, opts, want) = greedy_case_named(name);
+                let got = model.generate(&text, &opts, |_| {}).unwrap();
+                assert_eq!(got.codes.data, rows(&want), "{name}");
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    // A portable bundle has one text length, so one bucket: four utterances, one state.
+    assert_eq!(model.decoder().idle_states(), 1);
+}
