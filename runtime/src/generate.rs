@@ -1,10 +1,8 @@
-//! Generation's options and results, and [`DiaModel::generate`]: a whole utterance at once,
-//! as a loop over a [`Generator`].
+//! Generation's options and results, shared by [`crate::Generator`] and
+//! [`crate::DiaModel::generate`].
 
 use crate::delay::Frames;
 use crate::error::RuntimeError;
-use crate::generator::Generator;
-use crate::model::DiaModel;
 
 /// `generate()` arguments, with the reference's meanings and defaults.
 #[derive(Clone, Debug)]
@@ -102,23 +100,5 @@ impl GenerateOptions {
             ));
         }
         Ok(max_tokens)
-    }
-}
-
-impl DiaModel {
-    /// Generates audio codes for `text` (e.g. `"[S1] Hello. [S2] Hi!"`), calling `progress`
-    /// after every step. For frames as they come, or to stop early, use a [`Generator`].
-    pub fn generate(
-        &self,
-        text: &str,
-        opts: &GenerateOptions,
-        mut progress: impl FnMut(Progress),
-    ) -> Result<Generation, RuntimeError> {
-        let mut g = Generator::new(self, text, opts)?;
-        while !g.is_done() {
-            g.step()?;
-            progress(g.progress());
-        }
-        Ok(g.finish())
     }
 }

@@ -260,3 +260,21 @@ impl<'m> Generator<'m> {
         }
     }
 }
+
+impl DiaModel {
+    /// Generates audio codes for `text` (e.g. `"[S1] Hello. [S2] Hi!"`), calling `progress`
+    /// after every step. For frames as they come, or to stop early, use a [`Generator`].
+    pub fn generate(
+        &self,
+        text: &str,
+        opts: &GenerateOptions,
+        mut progress: impl FnMut(Progress),
+    ) -> Result<Generation, RuntimeError> {
+        let mut g = Generator::new(self, text, opts)?;
+        while !g.is_done() {
+            g.step()?;
+            progress(g.progress());
+        }
+        Ok(g.finish())
+    }
+}

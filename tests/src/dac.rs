@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use dia_export::{export, ExportOptions};
-use dia_graphs::DType;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::Tensor;
@@ -28,12 +27,9 @@ pub fn dac_bundle(dac: &str) -> PathBuf {
                 export(&ExportOptions {
                     checkpoint: fixtures().join("tiny-nari"),
                     out: out.clone(),
-                    dtype: DType::F32,
-                    max_text_len: None,
-                    max_frames: None,
                     dac: Some(fixtures().join(l)),
-                    quantize: None,
                     target: dia_graphs::Target::Portable,
+                    ..ExportOptions::default()
                 })
                 .unwrap_or_else(|e| panic!("export with --dac {l}: {e}"));
                 out
@@ -86,12 +82,9 @@ pub fn dac_export_err(dac: &Path) -> String {
     let err = export(&ExportOptions {
         checkpoint: fixtures().join("tiny-nari"),
         out: out.clone(),
-        dtype: DType::F32,
-        max_text_len: None,
-        max_frames: None,
         dac: Some(dac.to_path_buf()),
-        quantize: None,
         target: dia_graphs::Target::Portable,
+        ..ExportOptions::default()
     })
     .expect_err("export with a bad codec must fail")
     .to_string();

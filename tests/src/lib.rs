@@ -53,12 +53,8 @@ pub fn bundle(layout: &str) -> PathBuf {
                 export(&ExportOptions {
                     checkpoint: fixtures().join(l),
                     out: out.clone(),
-                    dtype: DType::F32,
-                    max_text_len: None,
-                    max_frames: None,
-                    dac: None,
-                    quantize: None,
                     target: dia_graphs::Target::Portable,
+                    ..ExportOptions::default()
                 })
                 .unwrap_or_else(|e| panic!("export {l}: {e}"));
                 out
@@ -221,11 +217,9 @@ pub fn target_bundle(target: dia_graphs::Target, dtype: DType, dac: Option<PathB
             checkpoint: fixtures().join("tiny-nari"),
             out: out.clone(),
             dtype,
-            max_text_len: None,
-            max_frames: None,
             dac,
-            quantize: None,
             target,
+            ..ExportOptions::default()
         })
         .unwrap_or_else(|e| panic!("export {}: {e}", target.name()));
     }
