@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use dia_bundle::{BundleError, DiaConfig};
 
-use crate::safetensors_files::{Mismatch, TensorFiles};
+use crate::safetensors_files::{Expected, TensorFiles, WeightsError};
 use crate::tensor::Tensor;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,34 +27,11 @@ pub enum CheckpointError {
     Config(#[from] BundleError),
     #[error("{0}: no model.safetensors (nor model.safetensors.index.json with shards)")]
     MissingWeights(PathBuf),
-    #[error("{file}: cannot read: {source}")]
-    Io {
-        file: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "{file}: not a valid safetensors file ({detail}); is it truncated or still downloading?"
-    )]
-    Corrupt { file: PathBuf, detail: String },
+    /// The files, or a tensor in them (shared with the DAC reader).
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
     #[error("{file}: neither the nari-labs layout (`encoder.embedding.weight`) nor the transformers layout (`model.encoder.embedding.weight`) was found")]
     UnknownLayout { file: PathBuf },
-    #[error("tensor `{name}` is missing from the checkpoint (expected shape {expected:?}, {layout} layout)")]
-    MissingTensor {
-        name: String,
-        expected: Vec<usize>,
-        layout: Layout,
-    },
-    #[error(
-        "tensor `{name}` has shape {found:?} but the config implies {expected:?} ({layout} layout)"
-    )]
-    ShapeMismatch {
-        name: String,
-        expected: Vec<usize>,
-        found: Vec<usize>,
-        layout: Layout,
-    },
-    #[error("tensor `{name}` has element type {dtype:?}; only F32, F16 and BF16 are supported")]
-    UnsupportedDtype { name: String, dtype: String },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -266,14 +243,13 @@ pub fn expected_tensors(cfg: &DiaConfig) -> Vec<(String, Vec<usize>)> {
 /// The shard files `model.safetensors.index.json` names: the distinct values of its
 /// `weight_map`, each a plain file name in `dir`.
 fn shard_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
-    let corrupt = |detail: String| CheckpointError::Corrupt {
-        file: index.to_path_buf(),
-        detail,
+    let corrupt = |detail: String| {
+        CheckpointError::from(WeightsError::Corrupt {
+            file: index.to_path_buf(),
+            detail,
+        })
     };
-    let text = std::fs::read_to_string(index).map_err(|e| CheckpointError::Io {
-        file: index.to_path_buf(),
-        source: e,
-    })?;
+    let text = std::fs::read_to_string(index).map_err(WeightsError::io(index))?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
     let map = v
         .get("weight_map")
@@ -365,23 +341,11 @@ impl Checkpoint {
     }
 
     fn check_entry(&self, name: &str, shape: &[usize]) -> Result<(), CheckpointError> {
-        self.files.check(name, shape).map_err(|m| match m {
-            Mismatch::Missing => CheckpointError::MissingTensor {
-                name: name.to_string(),
-                expected: shape.to_vec(),
-                layout: self.layout,
-            },
-            Mismatch::Shape(found) => CheckpointError::ShapeMismatch {
-                name: name.to_string(),
-                expected: shape.to_vec(),
-                found,
-                layout: self.layout,
-            },
-            Mismatch::Dtype(dtype) => CheckpointError::UnsupportedDtype {
-                name: name.to_string(),
-                dtype,
-            },
-        })
+        let at = Expected {
+            model: "Dia",
+            layout: self.layout.name(),
+        };
+        Ok(self.files.check(name, shape, at)?)
     }
 
     /// Checks every weight the config implies, before anything is written.

@@ -54,8 +54,7 @@ use dia_bundle::names::dac as names;
 use serde::{Deserialize, Serialize};
 
 use crate::builder::{Builder, Conv1d, DType, Value, DYN};
-use crate::checkpoint::CheckpointError;
-use crate::safetensors_files::{Mismatch, TensorFiles};
+use crate::safetensors_files::{Expected, TensorFiles, WeightsError};
 use crate::tensor::{encode_f32, Tensor};
 
 /// Dilations of the three residual units of every block.
@@ -96,25 +95,11 @@ pub enum DacError {
     AmbiguousWeights { dir: PathBuf, count: usize },
     #[error("{path}: {msg}")]
     Config { path: String, msg: String },
+    /// The files, or a tensor in them (shared with the Dia reader).
     #[error(transparent)]
-    Files(#[from] CheckpointError),
+    Weights(#[from] WeightsError),
     #[error("{file}: not a DAC checkpoint: neither the transformers layout (`decoder.conv1.*`) nor descript's (`decoder.model.0.*`) was found")]
     UnknownLayout { file: PathBuf },
-    #[error("tensor `{name}` is missing from the DAC checkpoint (expected shape {expected:?}, {layout} layout)")]
-    MissingTensor {
-        name: String,
-        expected: Vec<usize>,
-        layout: DacLayout,
-    },
-    #[error(
-        "tensor `{name}` has shape {found:?} but the DAC config implies {expected:?} ({layout} layout)"
-    )]
-    ShapeMismatch {
-        name: String,
-        expected: Vec<usize>,
-        found: Vec<usize>,
-        layout: DacLayout,
-    },
 }
 
 impl DacConfig {
@@ -518,10 +503,7 @@ fn weights_file(dir: &Path) -> Result<PathBuf, DacError> {
         return Ok(single);
     }
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| CheckpointError::Io {
-            file: dir.to_path_buf(),
-            source: e,
-        })?
+        .map_err(WeightsError::io(dir))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "safetensors"))
         .collect();
@@ -584,25 +566,16 @@ impl DacCheckpoint {
         }
     }
 
+    /// Where this reader looks for tensors, for messages.
+    fn expected(&self) -> Expected {
+        Expected {
+            model: "DAC",
+            layout: self.layout.name(),
+        }
+    }
+
     fn check(&self, name: &str, shape: &[usize]) -> Result<(), DacError> {
-        self.files.check(name, shape).map_err(|m| match m {
-            Mismatch::Missing => DacError::MissingTensor {
-                name: name.to_string(),
-                expected: shape.to_vec(),
-                layout: self.layout,
-            },
-            Mismatch::Shape(found) => DacError::ShapeMismatch {
-                name: name.to_string(),
-                expected: shape.to_vec(),
-                found,
-                layout: self.layout,
-            },
-            Mismatch::Dtype(dtype) => CheckpointError::UnsupportedDtype {
-                name: name.to_string(),
-                dtype,
-            }
-            .into(),
-        })
+        Ok(self.files.check(name, shape, self.expected())?)
     }
 
     /// Finds a conv weight in whichever form the file stores it and checks its shapes.
@@ -633,11 +606,12 @@ impl DacCheckpoint {
             DacLayout::Transformers => plain,
             DacLayout::Descript => format!("{module}.weight_v"),
         };
-        Err(DacError::MissingTensor {
+        Err(WeightsError::MissingTensor {
             name,
             expected: shape.to_vec(),
-            layout: self.layout,
-        })
+            at: self.expected(),
+        }
+        .into())
     }
 
     /// Checks every parameter the config implies, before anything is written.

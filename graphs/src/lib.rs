@@ -34,6 +34,7 @@ pub mod checkpoint;
 pub mod contrib;
 pub mod dac;
 pub mod decoder;
+pub mod dtype;
 pub mod encoder;
 pub mod mlp;
 pub mod norm;
@@ -50,3 +51,4 @@ pub use checkpoint::{Checkpoint, CheckpointError, Layout};
 pub use dac::{DacCheckpoint, DacConfig, DacError, DacLayout, DacWeights};
 /// What the graphs are built for: the bundle contract's target.
 pub use dia_bundle::Target;
+pub use safetensors_files::{Expected, WeightsError};

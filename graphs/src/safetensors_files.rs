@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
-use crate::checkpoint::CheckpointError;
 use crate::tensor::{decode_to_f32, SourceDType, Tensor};
 
 struct Entry {
@@ -21,12 +20,52 @@ struct Entry {
     end: usize,
 }
 
-/// Why a tensor cannot be used; each caller turns it into its own error (with its layout).
-#[derive(Debug)]
-pub(crate) enum Mismatch {
-    Missing,
-    Shape(Vec<usize>),
-    Dtype(String),
+/// What is wrong with a checkpoint's files or with one of its tensors: one error for the Dia
+/// and the DAC readers alike, naming the model and the layout where a tensor was expected.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    #[error("{file}: cannot read: {source}")]
+    Io {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{file}: not a valid safetensors file ({detail}); is it truncated or still downloading?"
+    )]
+    Corrupt { file: PathBuf, detail: String },
+    #[error("tensor `{name}` is missing from the {} checkpoint (expected shape {expected:?}, {} layout)", at.model, at.layout)]
+    MissingTensor {
+        name: String,
+        expected: Vec<usize>,
+        at: Expected,
+    },
+    #[error("tensor `{name}` has shape {found:?} but the {} config implies {expected:?} ({} layout)", at.model, at.layout)]
+    ShapeMismatch {
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+        at: Expected,
+    },
+    #[error("tensor `{name}` has element type {dtype}; only F32, F16 and BF16 are supported")]
+    UnsupportedDtype { name: String, dtype: String },
+}
+
+/// Where tensors are looked for, for messages: which model's checkpoint, in which layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expected {
+    /// `Dia` or `DAC`.
+    pub model: &'static str,
+    pub layout: &'static str,
+}
+
+impl WeightsError {
+    /// A file that cannot be read.
+    pub fn io(file: &Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
+        move |source| WeightsError::Io {
+            file: file.to_path_buf(),
+            source,
+        }
+    }
 }
 
 pub(crate) struct TensorFiles {
@@ -34,8 +73,8 @@ pub(crate) struct TensorFiles {
     entries: HashMap<String, Entry>,
 }
 
-fn open_mmap(path: &Path) -> Result<Mmap, CheckpointError> {
-    let io = |e| CheckpointError::Io {
+fn open_mmap(path: &Path) -> Result<Mmap, WeightsError> {
+    let io = |e| WeightsError::Io {
         file: path.to_path_buf(),
         source: e,
     };
@@ -71,8 +110,8 @@ const MAX_HEADER_BYTES: u64 = 100_000_000;
 /// before `safetensors` reads them: it adds the largest end offset to the header length
 /// unchecked, so an offset near 2^64 in a corrupt header overflows (a panic in debug builds, a
 /// wrapped sum in release), and its errors do not say how short a truncated file is.
-fn check_against_length(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    let corrupt = |detail: String| CheckpointError::Corrupt {
+fn check_against_length(path: &Path, bytes: &[u8]) -> Result<(), WeightsError> {
+    let corrupt = |detail: String| WeightsError::Corrupt {
         file: path.to_path_buf(),
         detail,
     };
@@ -123,14 +162,14 @@ fn check_against_length(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError
 
 impl TensorFiles {
     /// Maps `paths` and reads their headers; a truncated or corrupt file is an error naming it.
-    pub fn open(paths: Vec<PathBuf>) -> Result<Self, CheckpointError> {
+    pub fn open(paths: Vec<PathBuf>) -> Result<Self, WeightsError> {
         let mut files = Vec::new();
         let mut entries = HashMap::new();
         for (fi, path) in paths.into_iter().enumerate() {
             let mmap = open_mmap(&path)?;
             check_against_length(&path, &mmap)?;
             let (header, meta) =
-                SafeTensors::read_metadata(&mmap).map_err(|e| CheckpointError::Corrupt {
+                SafeTensors::read_metadata(&mmap).map_err(|e| WeightsError::Corrupt {
                     file: path.clone(),
                     detail: format!("{e:?}"),
                 })?;
@@ -170,13 +209,29 @@ impl TensorFiles {
     }
 
     /// Checks that `name` exists with `shape` and a float element type.
-    pub fn check(&self, name: &str, shape: &[usize]) -> Result<(), Mismatch> {
-        let e = self.entries.get(name).ok_or(Mismatch::Missing)?;
+    /// Checks that `name` is there with `shape` and a float type.
+    pub fn check(&self, name: &str, shape: &[usize], at: Expected) -> Result<(), WeightsError> {
+        let e = self
+            .entries
+            .get(name)
+            .ok_or_else(|| WeightsError::MissingTensor {
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                at,
+            })?;
         if e.shape != shape {
-            return Err(Mismatch::Shape(e.shape.clone()));
+            return Err(WeightsError::ShapeMismatch {
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found: e.shape.clone(),
+                at,
+            });
         }
         if !matches!(e.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
-            return Err(Mismatch::Dtype(format!("{:?}", e.dtype)));
+            return Err(WeightsError::UnsupportedDtype {
+                name: name.to_string(),
+                dtype: format!("{:?}", e.dtype),
+            });
         }
         Ok(())
     }

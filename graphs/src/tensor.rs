@@ -3,7 +3,7 @@
 
 use half::{bf16, f16};
 
-use crate::builder::DType;
+use crate::dtype::DType;
 
 /// A row-major float32 tensor.
 #[derive(Clone, Debug, PartialEq)]
