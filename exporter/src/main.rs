@@ -1,9 +1,10 @@
 //! `dia-export CHECKPOINT_DIR --out BUNDLE_DIR [--dtype f32|f16] [--max-text-len N] [--max-frames N]
 //! [--dac DAC_DIR]`
 //!
-//! `dia-export check BUNDLE_DIR --ep coreml`: every node of the bundle's graphs that the execution
-//! provider would not take, and why; exit status 0 when all are supported, 1 when some are not,
-//! 2 on an error.
+//! `dia-export check BUNDLE_DIR [--verify] [--ep coreml]`: with `--verify`, every file's size
+//! and SHA-256 against the manifest; with `--ep`, every node of the bundle's graphs that the
+//! execution provider would not take, and why. Exit status 0 when all is well, 1 when a file is
+//! damaged or some nodes are not supported, 2 on an error.
 //!
 //! `check` is a subcommand: a checkpoint directory literally named `check` is exported as
 //! `dia-export ./check --out BUNDLE` (any path that is not the bare word works).
@@ -41,8 +42,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Check which nodes of a bundle's graphs an ONNX Runtime execution provider would not
-    /// take; exit status 0 when it takes them all, 1 when not, 2 on an error.
+    /// Check a bundle: its files against the manifest's sizes and SHA-256 (--verify), and which
+    /// nodes of its graphs an ONNX Runtime execution provider would not take (--ep); exit
+    /// status 0 when all is well, 1 when a file is damaged or a node not taken, 2 on an error.
     Check(CheckArgs),
 }
 

@@ -48,7 +48,7 @@ pub mod weights;
 pub use builder::{Builder, DType, ExternalData, Value, WrittenFile};
 
 pub use checkpoint::{Checkpoint, CheckpointError, Layout};
-pub use dac::{DacCheckpoint, DacConfig, DacError, DacLayout, DacWeights};
+pub use dac::{DacCheckpoint, DacConfig, DacConfigError, DacError, DacLayout, DacWeights};
 /// What the graphs are built for: the bundle contract's target.
 pub use dia_bundle::Target;
 pub use safetensors_files::{Expected, WeightsError};

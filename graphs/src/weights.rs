@@ -7,6 +7,16 @@ use crate::contrib::QuantizedMatrix;
 use crate::quant::{self, QuantSpec};
 use crate::tensor::{encode_f32, Tensor};
 
+/// `<prefix>.<name>`, or `name` at the root: a parameter's path under a module prefix (for
+/// [`Weights`] and the codec's `DacWeights`).
+pub(crate) fn module_path(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
 #[derive(Clone)]
 pub struct Weights<'a> {
     ckpt: &'a Checkpoint,
@@ -59,11 +69,7 @@ impl<'a> Weights<'a> {
     }
 
     pub fn path(&self, name: &str) -> String {
-        if self.prefix.is_empty() {
-            name.to_string()
-        } else {
-            format!("{}.{name}", self.prefix)
-        }
+        module_path(&self.prefix, name)
     }
 
     /// The checkpoint tensor `<prefix>.<name>.weight` in its nari shape, as float32.

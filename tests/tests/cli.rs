@@ -110,7 +110,8 @@ fn export_and_check_each_have_their_help() {
         assert!(o.status.success(), "{}", stderr(&o));
         let help = String::from_utf8_lossy(&o.stdout);
         assert!(
-            help.contains("Usage: dia-export check --ep <EP> <BUNDLE>"),
+            help.contains("Usage: dia-export check <--verify|--ep <EP>> <BUNDLE>")
+                && help.contains("SHA-256"),
             "{args:?}:\n{help}"
         );
         // The export's options are not the check's.
