@@ -207,8 +207,7 @@ fn gcd(mut a: u32, mut b: u32) -> u32 {
 /// Resamples mono `x` from `from` Hz to `to` Hz (band-limited FFT resampler). The output has
 /// `round(len · to / from)` samples, aligned with the input (the resampler's delay removed).
 pub fn resample(x: &[f32], from: u32, to: u32) -> Result<Vec<f32>, RuntimeError> {
-    let err =
-        |e: String| RuntimeError::InvalidOption(format!("resampling {from} Hz -> {to} Hz: {e}"));
+    let err = |msg: String| RuntimeError::Resample { from, to, msg };
     for rate in [from, to] {
         if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&rate) {
             return Err(err(format!(

@@ -39,8 +39,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RuntimeError> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     };
-    let name = path.file_name().ok_or_else(|| {
-        RuntimeError::InvalidOption(format!("{} is not a file path", path.display()))
+    let name = path.file_name().ok_or_else(|| RuntimeError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a file path (it names no file)",
+        ),
     })?;
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
