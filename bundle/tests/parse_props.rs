@@ -20,172 +20,18 @@ use serde_json::{json, Value};
 
 #[path = "../../tests/support/guard.rs"]
 mod guard;
+#[path = "../../tests/support/json_edit.rs"]
+mod json_edit;
+#[path = "../../tests/support/mutate.rs"]
+mod mutate;
 
 use guard::{config, guarded};
+use json_edit::{edit_value, new_value};
+use mutate::{apply, edit};
 
 /// What parsing `len` bytes of JSON may allocate at once: the text and its tree, a few times.
 fn json_alloc_limit(len: usize) -> usize {
     (1 << 20) + 64 * len
-}
-
-// ---------------------------------------------------------------------------------------------
-// Mutations
-// ---------------------------------------------------------------------------------------------
-
-/// One edit of a byte string; positions are fractions of its length.
-#[derive(Clone, Debug)]
-enum Edit {
-    Truncate(Index),
-    Flip(Index, u8),
-    Insert(Index, Vec<u8>),
-    Remove(Index, usize),
-}
-
-fn edit() -> impl Strategy<Value = Edit> {
-    prop_oneof![
-        any::<Index>().prop_map(Edit::Truncate),
-        (any::<Index>(), 1u8..).prop_map(|(i, x)| Edit::Flip(i, x)),
-        (
-            any::<Index>(),
-            prop_oneof![
-                prop::collection::vec(any::<u8>(), 1..8),
-                Just(b"[".to_vec()),
-                Just(b"{\"a\":".to_vec()),
-                Just(b"-".to_vec()),
-                Just(b"99999999999999999999".to_vec()),
-            ]
-        )
-            .prop_map(|(i, b)| Edit::Insert(i, b)),
-        (any::<Index>(), 1usize..32).prop_map(|(i, n)| Edit::Remove(i, n)),
-    ]
-}
-
-fn apply(bytes: &mut Vec<u8>, e: &Edit) {
-    let len = bytes.len();
-    let at = |i: &Index| i.index(len + 1);
-    match e {
-        Edit::Truncate(i) => bytes.truncate(at(i)),
-        Edit::Flip(i, x) if len > 0 => bytes[i.index(len)] ^= x,
-        Edit::Flip(..) => {}
-        Edit::Insert(i, b) => {
-            let p = at(i);
-            bytes.splice(p..p, b.iter().copied());
-        }
-        Edit::Remove(i, n) => {
-            let p = at(i);
-            bytes.drain(p..(p + n).min(len));
-        }
-    }
-}
-
-/// Every number- or list-valued key path of a JSON value.
-fn value_paths(v: &Value, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
-    match v {
-        Value::Object(m) => {
-            for (k, x) in m {
-                prefix.push(k.clone());
-                value_paths(x, prefix, out);
-                prefix.pop();
-            }
-        }
-        Value::Array(a) => {
-            out.push(prefix.clone());
-            for (i, x) in a.iter().enumerate() {
-                prefix.push(i.to_string());
-                value_paths(x, prefix, out);
-                prefix.pop();
-            }
-        }
-        Value::Number(_) => out.push(prefix.clone()),
-        _ => {}
-    }
-}
-
-fn at_path<'a>(v: &'a mut Value, path: &[String]) -> &'a mut Value {
-    path.iter().fold(v, |v, k| match v {
-        Value::Array(a) => &mut a[k.parse::<usize>().unwrap()],
-        v => &mut v[k.as_str()],
-    })
-}
-
-/// A replacement for a value; `Raw` is spliced in as text (numbers a JSON value cannot hold),
-/// `Many` is a list of `n` copies, `Nested` brackets nested `n` deep.
-#[derive(Clone, Debug)]
-enum NewValue {
-    Json(Value),
-    Raw(String),
-    Many(usize, i64),
-    Nested(usize),
-}
-
-fn new_value() -> impl Strategy<Value = NewValue> {
-    prop_oneof![
-        4 => prop_oneof![
-            Just(json!(0)),
-            Just(json!(1)),
-            Just(json!(2)),
-            Just(json!(3)),
-            Just(json!(-1)),
-            Just(json!(i64::MIN)),
-            Just(json!(1 << 20)),
-            Just(json!((1 << 20) + 1)),
-            Just(json!(1u64 << 32)),
-            Just(json!(1u64 << 62)),
-            Just(json!(u64::MAX)),
-            Just(json!(1.5)),
-            Just(json!(1e300)),
-            Just(json!(-1e-300)),
-            Just(json!("7")),
-            Just(Value::Null),
-            Just(json!([])),
-            Just(json!({})),
-        ]
-        .prop_map(NewValue::Json),
-        1 => prop_oneof![
-            Just("18446744073709551616".to_string()),
-            Just("-9223372036854775809".to_string()),
-            Just("1e400".to_string()),
-            Just("-0".to_string()),
-            Just("NaN".to_string()),
-        ]
-        .prop_map(NewValue::Raw),
-        1 => (
-            prop_oneof![0usize..4, Just(9), Just(10_000)],
-            prop_oneof![Just(0i64), Just(1), Just(-1), Just(1 << 20), Just(i64::MAX)],
-        )
-            .prop_map(|(n, v)| NewValue::Many(n, v)),
-        1 => prop_oneof![Just(127usize), Just(129), Just(5_000)].prop_map(NewValue::Nested),
-    ]
-}
-
-/// `text` with the value at a path (picked by `which`) replaced.
-fn edit_value(text: &str, which: &Index, new: &NewValue) -> String {
-    // (An earlier edit may have left text no JSON parser takes: leave it so.)
-    let Ok(mut v) = serde_json::from_str::<Value>(text) else {
-        return text.to_string();
-    };
-    let mut paths = Vec::new();
-    value_paths(&v, &mut Vec::new(), &mut paths);
-    if paths.is_empty() {
-        return text.to_string();
-    }
-    let slot = at_path(&mut v, &paths[which.index(paths.len())]);
-    let raw = match new {
-        NewValue::Json(x) => {
-            *slot = x.clone();
-            return serde_json::to_string(&v).unwrap();
-        }
-        NewValue::Many(n, x) => {
-            *slot = json!(vec![*x; *n]);
-            return serde_json::to_string(&v).unwrap();
-        }
-        NewValue::Raw(r) => r.clone(),
-        NewValue::Nested(depth) => format!("{}{}", "[".repeat(*depth), "]".repeat(*depth)),
-    };
-    *slot = json!("@@RAW@@");
-    serde_json::to_string(&v)
-        .unwrap()
-        .replace("\"@@RAW@@\"", &raw)
 }
 
 // ---------------------------------------------------------------------------------------------

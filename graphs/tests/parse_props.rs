@@ -16,77 +16,14 @@ use serde_json::{json, Value};
 
 #[path = "../../tests/support/guard.rs"]
 mod guard;
+#[path = "../../tests/support/json_edit.rs"]
+mod json_edit;
+#[path = "../../tests/support/mutate.rs"]
+mod mutate;
 
 use guard::{config, guarded};
-
-// ---------------------------------------------------------------------------------------------
-// Byte mutations
-// ---------------------------------------------------------------------------------------------
-
-/// One edit of a byte string; positions are fractions of its length.
-#[derive(Clone, Debug)]
-enum Edit {
-    Truncate(Index),
-    Flip(Index, u8),
-    Insert(Index, Vec<u8>),
-    Remove(Index, usize),
-    /// Overwrite 8 bytes with a little-endian value (a length or offset field).
-    PutU64(Index, u64),
-}
-
-fn interesting_u64() -> impl Strategy<Value = u64> {
-    prop_oneof![
-        any::<u64>(),
-        Just(0),
-        Just(1),
-        Just(u64::MAX),
-        Just(1 << 62),
-        Just(1 << 32),
-        Just(u32::MAX as u64),
-        Just(i64::MAX as u64),
-    ]
-}
-
-fn edit() -> impl Strategy<Value = Edit> {
-    prop_oneof![
-        any::<Index>().prop_map(Edit::Truncate),
-        (any::<Index>(), 1u8..).prop_map(|(i, x)| Edit::Flip(i, x)),
-        (any::<Index>(), prop::collection::vec(any::<u8>(), 1..16))
-            .prop_map(|(i, b)| Edit::Insert(i, b)),
-        (any::<Index>(), 1usize..64).prop_map(|(i, n)| Edit::Remove(i, n)),
-        (any::<Index>(), interesting_u64()).prop_map(|(i, v)| Edit::PutU64(i, v)),
-    ]
-}
-
-/// A position in `0..=len`.
-fn at(i: &Index, len: usize) -> usize {
-    i.index(len + 1)
-}
-
-fn apply(bytes: &mut Vec<u8>, e: &Edit) {
-    let len = bytes.len();
-    match e {
-        Edit::Truncate(i) => bytes.truncate(at(i, len)),
-        Edit::Flip(i, x) if len > 0 => bytes[i.index(len)] ^= x,
-        Edit::Flip(..) => {}
-        Edit::Insert(i, b) => {
-            let p = at(i, len);
-            bytes.splice(p..p, b.iter().copied());
-        }
-        Edit::Remove(i, n) => {
-            let p = at(i, len);
-            bytes.drain(p..(p + n).min(len));
-        }
-        Edit::PutU64(i, v) => {
-            let p = at(i, len);
-            for (k, b) in v.to_le_bytes().into_iter().enumerate() {
-                if let Some(slot) = bytes.get_mut(p + k) {
-                    *slot = b;
-                }
-            }
-        }
-    }
-}
+use json_edit::{edit_value, new_value};
+use mutate::{apply, edit, interesting_u64};
 
 // ---------------------------------------------------------------------------------------------
 // Seeds and opening
@@ -456,116 +393,6 @@ proptest! {
 // config.json
 // ---------------------------------------------------------------------------------------------
 
-/// Every number-valued key path of a JSON value.
-fn number_paths(v: &Value, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
-    match v {
-        Value::Object(m) => {
-            for (k, x) in m {
-                prefix.push(k.clone());
-                number_paths(x, prefix, out);
-                prefix.pop();
-            }
-        }
-        Value::Array(a) => {
-            out.push(prefix.clone());
-            for (i, x) in a.iter().enumerate() {
-                prefix.push(i.to_string());
-                number_paths(x, prefix, out);
-                prefix.pop();
-            }
-        }
-        Value::Number(_) => out.push(prefix.clone()),
-        _ => {}
-    }
-}
-
-fn at_path<'a>(v: &'a mut Value, path: &[String]) -> &'a mut Value {
-    path.iter().fold(v, |v, k| match v {
-        Value::Array(a) => &mut a[k.parse::<usize>().unwrap()],
-        v => &mut v[k.as_str()],
-    })
-}
-
-/// A replacement for a config value; `Raw` is spliced in as text (numbers JSON values cannot
-/// hold, nesting deeper than the parser allows).
-#[derive(Clone, Debug)]
-enum NewValue {
-    Json(Value),
-    Raw(String),
-    /// A list of `n` copies of a value (a long `delay_pattern` or ratio list).
-    Many(usize, u64),
-    Nested(usize),
-}
-
-fn new_value() -> impl Strategy<Value = NewValue> {
-    prop_oneof![
-        4 => prop_oneof![
-            Just(json!(0)),
-            Just(json!(1)),
-            Just(json!(3)),
-            Just(json!(2)),
-            Just(json!(-1)),
-            Just(json!(i64::MIN)),
-            Just(json!(1 << 20)),
-            Just(json!((1 << 20) + 1)),
-            Just(json!(1u64 << 32)),
-            Just(json!(1u64 << 62)),
-            Just(json!(1_000_000_000_000_000_000u64)),
-            Just(json!(u64::MAX)),
-            Just(json!(1.5)),
-            Just(json!(1e300)),
-            Just(json!("7")),
-            Just(Value::Null),
-            Just(json!([])),
-            Just(json!({})),
-            Just(json!([2, 2])),
-        ]
-        .prop_map(NewValue::Json),
-        1 => prop_oneof![
-            Just("18446744073709551616".to_string()),
-            Just("-9223372036854775809".to_string()),
-            Just("1e400".to_string()),
-            Just("-0".to_string()),
-            Just("0.0".to_string()),
-        ]
-        .prop_map(NewValue::Raw),
-        1 => (
-            prop_oneof![0usize..4, Just(70), Just(200), Just(10_000)],
-            prop_oneof![Just(0u64), Just(1), Just(2), Just(8), Just(1 << 40), Just(u64::MAX)],
-        )
-            .prop_map(|(n, v)| NewValue::Many(n, v)),
-        1 => prop_oneof![Just(127usize), Just(129), Just(1000), Just(20_000)].prop_map(NewValue::Nested),
-    ]
-}
-
-/// `config` with the value at a path (picked by `which`) replaced; as text.
-fn edit_config(config: &str, which: &Index, new: &NewValue) -> String {
-    // (An earlier edit may have left text no JSON parser takes: leave it so.)
-    let Ok(mut v) = serde_json::from_str::<Value>(config) else {
-        return config.to_string();
-    };
-    let mut paths = Vec::new();
-    number_paths(&v, &mut Vec::new(), &mut paths);
-    let path = &paths[which.index(paths.len())];
-    let slot = at_path(&mut v, path);
-    let raw = match new {
-        NewValue::Json(x) => {
-            *slot = x.clone();
-            return serde_json::to_string(&v).unwrap();
-        }
-        NewValue::Many(n, x) => {
-            *slot = json!(vec![*x; *n]);
-            return serde_json::to_string(&v).unwrap();
-        }
-        NewValue::Raw(r) => r.clone(),
-        NewValue::Nested(depth) => format!("{}{}", "[".repeat(*depth), "]".repeat(*depth)),
-    };
-    *slot = json!("@@RAW@@");
-    serde_json::to_string(&v)
-        .unwrap()
-        .replace("\"@@RAW@@\"", &raw)
-}
-
 proptest! {
     #![proptest_config(config(96))]
 
@@ -577,7 +404,7 @@ proptest! {
         let (kind, seed) = seed_of(which);
         let mut config = seed.config.clone();
         for (at, new) in &edits {
-            config = edit_config(&config, at, new);
+            config = edit_value(&config, at, new);
         }
         let _ = open_kind(kind, &config, seed.weights.clone());
         if let Kind::Dac = kind {

@@ -20,76 +20,11 @@ use proptest::sample::Index;
 
 #[path = "../../tests/support/guard.rs"]
 mod guard;
+#[path = "../../tests/support/mutate.rs"]
+mod mutate;
 
 use guard::{config, guarded};
-
-// ---------------------------------------------------------------------------------------------
-// Byte mutations
-// ---------------------------------------------------------------------------------------------
-
-/// One edit of a byte string; positions are fractions of its length.
-#[derive(Clone, Debug)]
-enum Edit {
-    Truncate(Index),
-    Flip(Index, u8),
-    Insert(Index, Vec<u8>),
-    Remove(Index, usize),
-    /// Overwrite 4 bytes with a little-endian value (a length or count field).
-    PutU32(Index, u32),
-}
-
-fn interesting_u32() -> impl Strategy<Value = u32> {
-    prop_oneof![
-        any::<u32>(),
-        Just(0),
-        Just(1),
-        Just(u32::MAX),
-        Just(u32::MAX - 1),
-        Just(1 << 31),
-        Just(i32::MAX as u32),
-    ]
-}
-
-fn edit() -> impl Strategy<Value = Edit> {
-    prop_oneof![
-        any::<Index>().prop_map(Edit::Truncate),
-        (any::<Index>(), 1u8..).prop_map(|(i, x)| Edit::Flip(i, x)),
-        (any::<Index>(), prop::collection::vec(any::<u8>(), 1..16))
-            .prop_map(|(i, b)| Edit::Insert(i, b)),
-        (any::<Index>(), 1usize..64).prop_map(|(i, n)| Edit::Remove(i, n)),
-        (any::<Index>(), interesting_u32()).prop_map(|(i, v)| Edit::PutU32(i, v)),
-    ]
-}
-
-/// A position in `0..=len`.
-fn at(i: &Index, len: usize) -> usize {
-    i.index(len + 1)
-}
-
-fn apply(bytes: &mut Vec<u8>, e: &Edit) {
-    let len = bytes.len();
-    match e {
-        Edit::Truncate(i) => bytes.truncate(at(i, len)),
-        Edit::Flip(i, x) if len > 0 => bytes[i.index(len)] ^= x,
-        Edit::Flip(..) => {}
-        Edit::Insert(i, b) => {
-            let p = at(i, len);
-            bytes.splice(p..p, b.iter().copied());
-        }
-        Edit::Remove(i, n) => {
-            let p = at(i, len);
-            bytes.drain(p..(p + n).min(len));
-        }
-        Edit::PutU32(i, v) => {
-            let p = at(i, len);
-            for (k, b) in v.to_le_bytes().into_iter().enumerate() {
-                if let Some(slot) = bytes.get_mut(p + k) {
-                    *slot = b;
-                }
-            }
-        }
-    }
-}
+use mutate::{apply, edit, interesting_u32};
 
 // ---------------------------------------------------------------------------------------------
 // Script text
