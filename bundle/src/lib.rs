@@ -25,6 +25,11 @@ pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format this crate still reads.
 pub const MIN_FORMAT_VERSION: u32 = 2;
 pub const MANIFEST_FILE: &str = "manifest.json";
+/// Frames of codes on each side of a frame that its audio depends on, in the 44.1 kHz DAC's
+/// decoder (its receptive field is about ±10 latent frames: conv k7 ±3; transposed convs ±1;
+/// the residual units' ±39 samples at 8× the frame rate, ±5; the later stages less than one
+/// frame together). Chunked and streamed decoding keep this much context at every cut.
+pub const DAC_CONTEXT_FRAMES: usize = 11;
 /// The additive attention bias of masked positions in float mask inputs (coreml and fused
 /// targets): finite, so float16 arithmetic stays finite; exp of it is 0 in float32 and float16.
 pub const MASK_BIAS: f32 = -30000.0;

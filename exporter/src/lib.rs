@@ -44,10 +44,8 @@ pub enum ExportError {
 
 /// Frames per `dac_decoder.onnx` call in `--target coreml` bundles.
 pub const DAC_CHUNK_FRAMES: usize = 32;
-/// Frames of context on each side of a chunk: the DAC decoder's receptive field is about ±10
-/// latent frames (conv k7 ±3; transposed convs ±1; the residual units' ±39 samples at 8×
-/// the frame rate, ±5; the later stages less than one frame together).
-pub const DAC_CONTEXT_FRAMES: usize = 11;
+/// Frames of context on each side of a codec chunk (the DAC decoder's receptive field).
+pub use dia_bundle::DAC_CONTEXT_FRAMES;
 
 /// Options of one export. [`Default`] gives what `dia-export CHECKPOINT --out BUNDLE` does
 /// without options (float32, the fused target, the model's lengths, no codec, no quantisation),

@@ -7,7 +7,7 @@
 use std::ops::Range;
 use std::sync::Mutex;
 
-use dia_bundle::{names, DacInfo};
+use dia_bundle::{names, DacInfo, DAC_CONTEXT_FRAMES};
 use ort::session::Session;
 use ort::value::Tensor;
 
@@ -93,6 +93,159 @@ impl ChunkPlan {
             out.extend_from_slice(part);
         }
         Ok(out)
+    }
+}
+
+/// Chunk sizes of streamed decoding, in frames of audio (512 samples each at 44.1 kHz): a
+/// small first chunk for latency, larger ones after for throughput. Codecs of fixed-size graphs
+/// (coreml) decode whole windows, so their chunks are what a window holds whatever is asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkSizes {
+    pub first: usize,
+    pub rest: usize,
+}
+
+impl Default for ChunkSizes {
+    fn default() -> Self {
+        // 4 frames ≈ 46 ms of audio first; 32 frames ≈ 0.37 s after.
+        Self { first: 4, rest: 32 }
+    }
+}
+
+/// Incremental decoding of codes that arrive a few frames at a time: every chunk is decoded
+/// with [`DAC_CONTEXT_FRAMES`] of left context and right lookahead (or the utterance's real
+/// edge), so the concatenated audio equals one decode of all the codes.
+pub struct StreamDecoder<'c> {
+    codec: &'c Codec,
+    codes: Frames,
+    /// Frames whose audio has been handed out.
+    emitted: usize,
+    sizes: ChunkSizes,
+    context: usize,
+    audio: Vec<f32>,
+}
+
+impl<'c> StreamDecoder<'c> {
+    pub fn new(codec: &'c Codec, sizes: ChunkSizes) -> Result<Self, RuntimeError> {
+        if sizes.first == 0 || sizes.rest == 0 {
+            return Err(RuntimeError::InvalidOption(
+                "stream chunks must be at least one frame".into(),
+            ));
+        }
+        Ok(Self {
+            codec,
+            codes: Frames {
+                channels: codec.info.n_codebooks,
+                data: Vec::new(),
+            },
+            emitted: 0,
+            sizes,
+            context: codec.info.decoder_context_frames.max(DAC_CONTEXT_FRAMES),
+            audio: Vec::new(),
+        })
+    }
+
+    /// The audio the last [`StreamDecoder::push`] or [`StreamDecoder::finish`] returned.
+    pub fn last_audio(&self) -> &[f32] {
+        &self.audio
+    }
+
+    /// Frames whose audio has been handed out so far.
+    pub fn frames_out(&self) -> usize {
+        self.emitted
+    }
+
+    /// Appends codes (`[n, C]`, frame-major) and returns the audio of every chunk that can be
+    /// decoded now (empty when none can).
+    pub fn push(&mut self, codes: &[i64]) -> Result<&[f32], RuntimeError> {
+        self.codes.data.extend_from_slice(codes);
+        self.audio.clear();
+        while let Some(w) = self.next_window(false) {
+            self.decode(w)?;
+        }
+        Ok(&self.audio)
+    }
+
+    /// The audio of the frames still held back (the codes are complete).
+    pub fn finish(&mut self) -> Result<&[f32], RuntimeError> {
+        self.audio.clear();
+        while let Some(w) = self.next_window(true) {
+            self.decode(w)?;
+        }
+        Ok(&self.audio)
+    }
+
+    /// The next chunk to decode, if the codes it needs are there (all of them when `done`).
+    fn next_window(&self, done: bool) -> Option<Window> {
+        let total = self.codes.len();
+        let start = self.emitted;
+        if start >= total {
+            return None;
+        }
+        let ctx = self.context;
+        match self.codec.plan {
+            // Fixed-size graphs: the scheduler of one-shot chunked decoding, window by window.
+            Some(plan) => {
+                if done {
+                    return plan
+                        .windows(total)
+                        .ok()?
+                        .into_iter()
+                        .find(|w| w.keep.start == start);
+                }
+                let cs = if start == 0 { 0 } else { start - plan.context };
+                let keep_end = cs + plan.frames - plan.context;
+                (cs + plan.frames <= total && keep_end > start).then_some(Window {
+                    start: cs,
+                    keep: start..keep_end,
+                })
+            }
+            None => {
+                let size = if start == 0 {
+                    self.sizes.first
+                } else {
+                    self.sizes.rest
+                };
+                let end = start + size;
+                if done {
+                    Some(Window {
+                        start: start.saturating_sub(ctx),
+                        keep: start..end.min(total),
+                    })
+                } else {
+                    (end + ctx <= total).then_some(Window {
+                        start: start.saturating_sub(ctx),
+                        keep: start..end,
+                    })
+                }
+            }
+        }
+    }
+
+    fn decode(&mut self, w: Window) -> Result<(), RuntimeError> {
+        let total = self.codes.len();
+        let c = self.codes.channels;
+        let hop = self.codec.info.hop_length;
+        let (n, end) = match self.codec.plan {
+            Some(plan) => (plan.frames, (w.start + plan.frames).min(total)),
+            None => {
+                let end = (w.keep.end + self.context).min(total);
+                (end - w.start, end)
+            }
+        };
+        // Codes past the end are 0 (a fixed-size window over the utterance's end); their
+        // audio is cut off.
+        let mut window = Frames::new(n, c);
+        window.data.fill(0);
+        window.data[..(end - w.start) * c].copy_from_slice(&self.codes.data[w.start * c..end * c]);
+        let audio = self.codec.decode_once(&window)?;
+        let (a, b) = (w.keep.start - w.start, w.keep.end - w.start);
+        let part = audio.get(a * hop..b * hop).ok_or_else(|| {
+            RuntimeError::Internal("a codec window gave less audio than its frames".into())
+        })?;
+        self.audio.extend_from_slice(part);
+        self.emitted = w.keep.end;
+        Ok(())
     }
 }
 

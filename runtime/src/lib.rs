@@ -6,7 +6,7 @@
 //! the decoder's cross-attention inputs), [`decoder`] (the step session and its pool of
 //! states; [`kv_cache`] is where they live), [`sampler`] (CFG, filtering and sampling),
 //! [`eos`] (the EOS countdown), [`delay`] (the delay pattern), [`generator`] (one step at a
-//! time), [`codec`] (codes to audio and back), [`audio`] and [`npy`] (files). [`model`] puts
+//! time), [`codec`] (codes to audio and back), [`stream`] (audio while it is generated), [`audio`] and [`npy`] (files). [`model`] puts
 //! the parts together; [`session`], [`providers`] and [`onnxruntime`] open ONNX Runtime.
 
 pub mod audio;
@@ -26,6 +26,7 @@ pub mod onnxruntime;
 pub mod providers;
 pub mod sampler;
 pub mod session;
+pub mod stream;
 pub mod tokenizer;
 
 pub use error::RuntimeError;
@@ -33,3 +34,4 @@ pub use generate::{GenerateOptions, Generation, Progress};
 pub use generator::Generator;
 pub use model::{DiaModel, ModelOptions};
 pub use providers::ExecutionProvider;
+pub use stream::AudioStream;
