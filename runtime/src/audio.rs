@@ -64,6 +64,75 @@ pub fn write_wav(
     crate::npy::write_atomic(path, buf.get_ref())
 }
 
+/// Writes mono samples as they come to a pipe or socket: a WAV stream (its size fields
+/// 0xFFFFFFFF, the length being unknown, as streaming TTS servers write them) or raw
+/// little-endian PCM. Samples are clamped to [-1, 1]; 16-bit ones rounded.
+pub struct SampleStream<W: std::io::Write> {
+    out: W,
+    format: WavFormat,
+    buf: Vec<u8>,
+}
+
+impl<W: std::io::Write> SampleStream<W> {
+    /// A WAV stream: the header goes out at once.
+    pub fn wav(mut out: W, sample_rate: u32, format: WavFormat) -> std::io::Result<Self> {
+        let (bits, tag) = match format {
+            WavFormat::Pcm16 => (16u16, 1u16),
+            WavFormat::Float32 => (32, 3),
+        };
+        let block = bits / 8;
+        let mut h = Vec::with_capacity(44);
+        h.extend_from_slice(b"RIFF");
+        h.extend_from_slice(&u32::MAX.to_le_bytes());
+        h.extend_from_slice(b"WAVEfmt ");
+        h.extend_from_slice(&16u32.to_le_bytes());
+        h.extend_from_slice(&tag.to_le_bytes());
+        h.extend_from_slice(&1u16.to_le_bytes());
+        h.extend_from_slice(&sample_rate.to_le_bytes());
+        h.extend_from_slice(&(sample_rate * block as u32).to_le_bytes());
+        h.extend_from_slice(&block.to_le_bytes());
+        h.extend_from_slice(&bits.to_le_bytes());
+        h.extend_from_slice(b"data");
+        h.extend_from_slice(&u32::MAX.to_le_bytes());
+        out.write_all(&h)?;
+        out.flush()?;
+        Ok(Self {
+            out,
+            format,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Raw samples, no header (`--format pcm`: s16le).
+    pub fn raw(out: W, format: WavFormat) -> Self {
+        Self {
+            out,
+            format,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Writes and flushes `samples`.
+    pub fn write(&mut self, samples: &[f32]) -> std::io::Result<()> {
+        self.buf.clear();
+        for &s in samples {
+            let s = if s.is_finite() {
+                s.clamp(-1.0, 1.0)
+            } else {
+                0.0
+            };
+            match self.format {
+                WavFormat::Pcm16 => self
+                    .buf
+                    .extend_from_slice(&((s * 32767.0).round() as i16).to_le_bytes()),
+                WavFormat::Float32 => self.buf.extend_from_slice(&s.to_le_bytes()),
+            }
+        }
+        self.out.write_all(&self.buf)?;
+        self.out.flush()
+    }
+}
+
 /// The sample rates a voice prompt may have (and `resample` converts between). The resampler's
 /// buffers grow with the rates' ratio and with the rate itself when the two share no large
 /// common divisor, so a header claiming 1 Hz or 4 GHz would cost memory out of all proportion

@@ -9,9 +9,12 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use dia_run::audio::{read_wav_mono, resample, write_wav, WavFormat};
+use dia_run::audio::{read_wav_mono, resample, write_wav, SampleStream, WavFormat};
+use dia_run::codec::ChunkSizes;
+use dia_run::AudioStream;
 use dia_run::{DiaModel, ExecutionProvider, GenerateOptions, ModelOptions};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::process::ExitCode;
 
 /// Generate speech with a Dia ONNX bundle.
 #[derive(Parser, Debug)]
@@ -26,9 +29,24 @@ struct Args {
     /// Read the script from a UTF-8 text file instead.
     #[arg(long)]
     text_file: Option<PathBuf>,
-    /// WAV file to write (44.1 kHz mono; needs a bundle exported with --dac).
+    /// WAV file to write (44.1 kHz mono; needs a bundle exported with --dac), or `-` for
+    /// stdout (a WAV stream whose size fields are 0xFFFFFFFF, or raw samples with
+    /// --format pcm), e.g. `dia-run ... --out - | ffplay -`.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Decode audio while generating, in chunks (always so with --out -): the first chunk
+    /// small, for latency. With --out FILE the file is still written whole, atomically.
+    #[arg(long)]
+    stream: bool,
+    /// What --out holds: wav, or pcm (raw little-endian samples, s16le; f32le with --float).
+    #[arg(long, value_enum, default_value = "wav")]
+    format: OutFormat,
+    /// Frames of audio (11.6 ms each) in the first streamed chunk.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    first_chunk_frames: u32,
+    /// Frames of audio in each later streamed chunk.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    chunk_frames: u32,
     /// Write 32-bit float samples instead of 16-bit PCM.
     #[arg(long)]
     float: bool,
@@ -96,6 +114,29 @@ fn parse_threads(s: &str) -> Result<usize, String> {
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum OutFormat {
+    Wav,
+    Pcm,
+}
+
+/// The reader of our stdout went away (a closed pipe): not a failure of ours.
+#[derive(Debug, thiserror::Error)]
+#[error("the output pipe was closed; stopped")]
+struct OutputClosed;
+
+/// Exit status after a closed output pipe: what a shell reports for a process that SIGPIPE
+/// ended (128 + 13), so pipelines treat it the usual way.
+const EXIT_PIPE_CLOSED: u8 = 141;
+
+fn output_error(e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        OutputClosed.into()
+    } else {
+        anyhow::Error::new(e).context("writing the audio to stdout")
+    }
+}
+
 fn read_text(args: &Args) -> Result<String> {
     match (&args.text, &args.text_file) {
         (Some(t), _) => Ok(t.clone()),
@@ -146,20 +187,42 @@ fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<OutputClosed>().is_some() => {
+            eprintln!("dia-run: {e}");
+            ExitCode::from(EXIT_PIPE_CLOSED)
+        }
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<()> {
     let start = Instant::now();
     let mut text = read_text(&args)?;
+    if args.stream && args.out.is_none() {
+        bail!("--stream needs somewhere to stream to: --out - (stdout) or --out FILE.wav");
+    }
     if args.out.is_none() && args.save_codes.is_none() && !args.bench {
         bail!("nothing to write: give --out speech.wav and/or --save-codes codes.npy");
     }
-    for p in args.out.iter().chain(args.save_codes.iter()) {
+    let to_stdout = args.out.as_deref() == Some(std::path::Path::new("-"));
+    for p in args
+        .out
+        .iter()
+        .filter(|_| !to_stdout)
+        .chain(args.save_codes.iter())
+    {
         check_writable(p)?;
     }
 
@@ -222,7 +285,7 @@ fn main() -> Result<()> {
         );
         b
     };
-    let gen = model.generate(&text, &opts, |p| {
+    let show = |p: dia_run::Progress| {
         bar.set_position(p.step as u64);
         if p.elapsed_s > 0.0 {
             let fps = p.step as f64 / p.elapsed_s;
@@ -232,30 +295,68 @@ fn main() -> Result<()> {
                 fps / frame_rate
             ));
         }
-    })?;
+    };
+    let rate = model.sample_rate();
+    let format = if args.float {
+        WavFormat::Float32
+    } else {
+        WavFormat::Pcm16
+    };
+    let mut dac_s = 0.0;
+    let mut first_audio_s = None;
+    let mut audio: Option<Vec<f32>> = None;
+    let gen = if args.stream || to_stdout {
+        let chunks = ChunkSizes {
+            first: args.first_chunk_frames as usize,
+            rest: args.chunk_frames as usize,
+        };
+        let mut s = AudioStream::new(&model, &text, &opts, chunks)?;
+        let mut sink = if to_stdout {
+            let out = std::io::stdout().lock();
+            Some(match args.format {
+                OutFormat::Wav => SampleStream::wav(out, rate, format).map_err(output_error)?,
+                OutFormat::Pcm => SampleStream::raw(out, format),
+            })
+        } else {
+            None
+        };
+        let mut all = Vec::new();
+        while let Some(chunk) = s.next_chunk()? {
+            match sink.as_mut() {
+                Some(w) => w.write(chunk).map_err(output_error)?,
+                None => all.extend_from_slice(chunk),
+            }
+            show(s.generator().progress());
+        }
+        first_audio_s = s.first_audio_seconds();
+        if sink.is_none() {
+            audio = Some(all);
+        }
+        s.finish()
+    } else {
+        let gen = model.generate(&text, &opts, show)?;
+        if args.out.is_some() {
+            let t = Instant::now();
+            audio = Some(model.decode_audio(&gen.codes)?);
+            dac_s = t.elapsed().as_secs_f64();
+        }
+        gen
+    };
     bar.finish_and_clear();
 
     if let Some(path) = &args.save_codes {
         dia_run::npy::write_codes(path, &gen.codes)?;
     }
-    let mut dac_s = 0.0;
-    let mut samples = 0;
-    if let Some(path) = &args.out {
-        let t = Instant::now();
-        let audio = model.decode_audio(&gen.codes)?;
-        dac_s = t.elapsed().as_secs_f64();
-        samples = audio.len();
-        let rate = model
-            .manifest()
-            .dac
-            .as_ref()
-            .map_or(44100, |d| d.sample_rate);
-        let format = if args.float {
-            WavFormat::Float32
-        } else {
-            WavFormat::Pcm16
-        };
-        write_wav(path, &audio, rate, format)?;
+    let samples = audio.as_ref().map_or(gen.codes.len() * 512, Vec::len);
+    if let (Some(path), Some(audio)) = (&args.out, &audio) {
+        match args.format {
+            OutFormat::Wav => write_wav(path, audio, rate, format)?,
+            OutFormat::Pcm => {
+                let mut bytes = Vec::new();
+                SampleStream::raw(&mut bytes, format).write(audio)?;
+                dia_run::npy::write_atomic(path, &bytes)?;
+            }
+        }
     }
 
     let audio_s = gen.codes.len() as f64 / frame_rate;
@@ -272,6 +373,8 @@ fn main() -> Result<()> {
         "first_step_seconds": gen.first_step_s,
         "decode_seconds": gen.decode_s,
         "dac_seconds": dac_s,
+        "streamed": args.stream || to_stdout,
+        "first_audio_seconds": first_audio_s,
         "total_seconds": start.elapsed().as_secs_f64(),
         "provider": model.provider().name(),
         "peak_rss_mb": peak_rss_mb(),
@@ -287,7 +390,10 @@ fn main() -> Result<()> {
         "out": args.out.as_ref().map(|p| p.display().to_string()),
         "codes": args.save_codes.as_ref().map(|p| p.display().to_string()),
     });
-    if args.json {
+    if args.json && to_stdout {
+        // Stdout carries the audio.
+        eprintln!("{summary}");
+    } else if args.json {
         println!("{summary}");
     } else if !args.quiet {
         eprintln!(

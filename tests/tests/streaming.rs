@@ -107,3 +107,142 @@ fn streaming_needs_a_codec() {
         "{e}"
     );
 }
+
+fn fused_dac_bundle() -> std::path::PathBuf {
+    target_bundle(Target::Fused, DType::F32, Some(fixtures().join("tiny-dac")))
+}
+
+const TEXT: &str = "[S1] Hello there. [S2] Hi!";
+
+fn greedy(extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = ["--text", TEXT, "--temperature", "0", "--max-tokens", "150"]
+        .map(String::from)
+        .to_vec();
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+fn run_cli(args: &[String]) -> std::process::Output {
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    dia_tests::dia_run(&fused_dac_bundle(), &refs)
+}
+
+fn i16s(bytes: &[u8]) -> Vec<i16> {
+    bytes
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect()
+}
+
+/// Largest difference between two 16-bit sample runs of the same length.
+fn max_lsb(a: &[i16], b: &[i16]) -> i32 {
+    assert_eq!(a.len(), b.len(), "sample counts differ");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (*x as i32 - *y as i32).abs())
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn dia_run_streams_wav_and_raw_pcm_to_stdout_equal_to_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("whole.wav");
+    let o = run_cli(&greedy(&["--out", file.to_str().unwrap(), "--quiet"]));
+    assert!(o.status.success(), "{}", dia_tests::stderr(&o));
+    let whole: Vec<i16> = hound::WavReader::open(&file)
+        .unwrap()
+        .samples::<i16>()
+        .map(Result::unwrap)
+        .collect();
+
+    let o = run_cli(&greedy(&["--out", "-", "--json"]));
+    assert!(o.status.success(), "{}", dia_tests::stderr(&o));
+    let wav = &o.stdout;
+    assert_eq!(&wav[..4], b"RIFF");
+    // Unknown length: both size fields 0xFFFFFFFF, as streaming servers write them.
+    assert_eq!(&wav[4..8], &[0xff; 4]);
+    assert_eq!(&wav[36..40], b"data");
+    assert_eq!(&wav[40..44], &[0xff; 4]);
+    assert_eq!(u32::from_le_bytes(wav[24..28].try_into().unwrap()), 44100);
+    let streamed = i16s(&wav[44..]);
+    // The streamed float audio is within 3e-6 of the one-shot's: at most one rounding step.
+    assert!(max_lsb(&streamed, &whole) <= 1);
+    // With the audio on stdout, the summary goes to stderr.
+    let err = dia_tests::stderr(&o);
+    let summary: serde_json::Value =
+        serde_json::from_str(err.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    assert!(
+        summary["first_audio_seconds"].as_f64().unwrap() > 0.0,
+        "{summary}"
+    );
+    assert_eq!(summary["streamed"], true);
+
+    let o = run_cli(&greedy(&["--out", "-", "--format", "pcm", "--quiet"]));
+    assert!(o.status.success(), "{}", dia_tests::stderr(&o));
+    assert_eq!(
+        i16s(&o.stdout),
+        streamed,
+        "raw PCM is the WAV stream's data"
+    );
+
+    // --stream into a file: written whole (atomically), the same samples.
+    let streamed_file = dir.path().join("streamed.wav");
+    let o = run_cli(&greedy(&[
+        "--stream",
+        "--out",
+        streamed_file.to_str().unwrap(),
+        "--quiet",
+    ]));
+    assert!(o.status.success(), "{}", dia_tests::stderr(&o));
+    let from_file: Vec<i16> = hound::WavReader::open(&streamed_file)
+        .unwrap()
+        .samples::<i16>()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(from_file, streamed);
+}
+
+#[test]
+fn a_closed_pipe_ends_dia_run_with_status_141_and_no_panic() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let b = fused_dac_bundle();
+    let mut child = Command::new(dia_tests::bin("dia-run"))
+        .args(["--bundle", b.to_str().unwrap()])
+        .args(greedy(&[
+            "--out",
+            "-",
+            "--quiet",
+            "--first-chunk-frames",
+            "1",
+        ]))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = [0u8; 64];
+    child.stdout.take().unwrap().read_exact(&mut head).unwrap();
+    // Our end of the pipe is dropped here: the reader went away mid-stream.
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(141), "{err}");
+    assert!(err.contains("output pipe was closed"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+}
+
+#[test]
+fn dia_run_stream_needs_a_codec_and_a_destination() {
+    let o = dia_tests::dia_run(&bundle("tiny-nari"), &["--text", TEXT, "--out", "-"]);
+    assert!(!o.status.success());
+    let e = dia_tests::stderr(&o);
+    assert!(e.contains("cannot") && e.contains("--dac"), "{e}");
+    assert!(o.stdout.is_empty(), "nothing written before the error");
+    let o = run_cli(&["--text".into(), TEXT.into(), "--stream".into()]);
+    assert!(!o.status.success());
+    let e = dia_tests::stderr(&o);
+    assert!(e.contains("--stream needs somewhere to stream to"), "{e}");
+}
