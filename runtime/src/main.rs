@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use dia_run::audio::{read_wav_mono, resample, write_wav, SampleStream, WavFormat};
+use dia_run::audio::{read_audio_mono, resample, write_wav, SampleStream, WavFormat};
 use dia_run::codec::ChunkSizes;
 use dia_run::AudioStream;
 use dia_run::{DiaModel, ExecutionProvider, GenerateOptions, ModelOptions};
@@ -53,7 +53,8 @@ struct Args {
     /// Also write the delay-reverted codes [frames, 9] as int64 .npy.
     #[arg(long)]
     save_codes: Option<PathBuf>,
-    /// Voice prompt: a WAV file (any rate, mixed down to mono) whose voice to continue.
+    /// Voice prompt whose voice to continue: WAV, FLAC, MP3 or Ogg Vorbis (told by its content;
+    /// any rate from 1 to 768 kHz, mixed down to mono).
     #[arg(long, requires = "prompt_text")]
     prompt_audio: Option<PathBuf>,
     /// Transcript of the voice prompt, e.g. "[S1] What the prompt says."
@@ -254,7 +255,7 @@ fn run(args: Args) -> Result<()> {
             .as_ref()
             .map(|d| d.sample_rate)
             .unwrap_or(44100);
-        let (samples, sr) = read_wav_mono(wav)?;
+        let (samples, sr) = read_audio_mono(wav)?;
         let samples = resample(&samples, sr, rate)?;
         audio_prompt = Some(model.encode_audio(&samples)?);
         // As in the reference's voice cloning: the transcript comes first.

@@ -1,5 +1,5 @@
 //! Property tests for the runtime's parsers of outside input: script text (`encode_text`), WAV
-//! voice prompts (`read_wav_mono`, then `resample` as `dia-run --prompt-audio` does) and the
+//! voice prompts (`read_audio_mono`, then `resample` as `dia-run --prompt-audio` does) and the
 //! `.npy` codes it writes (the runtime reads no `.npy` from users; the written file must parse).
 //!
 //! Arbitrary and mutated inputs must give `Ok` (when still valid) or an `Err` naming the file,
@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use dia_run::audio::{
-    read_wav_mono, resample, MAX_SAMPLE_MAGNITUDE, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE,
+    read_audio_mono, resample, MAX_SAMPLE_MAGNITUDE, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE,
 };
 use dia_run::tokenizer::encode_text;
 use dia_run::RuntimeError;
@@ -186,7 +186,7 @@ fn read_prompt(bytes: Vec<u8>) -> Result<(Vec<f32>, u32), String> {
     let limit = wav_alloc_limit(bytes.len());
     let got = guarded(10, limit, move || {
         let _keep = file;
-        read_wav_mono(&path).map_err(|e| e.to_string())
+        read_audio_mono(&path).map_err(|e| e.to_string())
     });
     match &got {
         Ok((samples, rate)) => {
@@ -513,7 +513,7 @@ fn non_finite_and_huge_samples_are_refused() {
         let at = data_len_field(&bytes) + 4 + 4 * 3;
         bytes[at..at + 4].copy_from_slice(&bad.to_le_bytes());
         std::fs::write(&p, &bytes).unwrap();
-        let e = read_wav_mono(&p).unwrap_err().to_string();
+        let e = read_audio_mono(&p).unwrap_err().to_string();
         assert!(
             e.contains("nan.wav") && e.contains(&format!("sample 3 is {shown}")),
             "{e}"
@@ -539,7 +539,7 @@ fn truncated_prompt_names_file_and_sizes() {
 
     let p = dir.path().join("voice.wav");
     std::fs::write(&p, &bytes[..header + 1234]).unwrap();
-    let e = read_wav_mono(&p).unwrap_err().to_string();
+    let e = read_audio_mono(&p).unwrap_err().to_string();
     assert!(e.contains("voice.wav"), "{e}");
     assert!(e.contains("truncated WAV file"), "{e}");
     assert!(
@@ -550,7 +550,7 @@ fn truncated_prompt_names_file_and_sizes() {
 
     // Cut inside the header: still named as truncation, not an I/O failure.
     std::fs::write(&p, &bytes[..30]).unwrap();
-    let e = read_wav_mono(&p).unwrap_err().to_string();
+    let e = read_audio_mono(&p).unwrap_err().to_string();
     assert!(
         e.contains("voice.wav") && e.contains("truncated WAV file") && e.contains("header"),
         "{e}"
@@ -558,7 +558,7 @@ fn truncated_prompt_names_file_and_sizes() {
 
     // The whole file still reads.
     std::fs::write(&p, &bytes).unwrap();
-    assert_eq!(read_wav_mono(&p).unwrap().0.len(), 1000);
+    assert_eq!(read_audio_mono(&p).unwrap().0.len(), 1000);
 }
 
 #[test]
@@ -581,7 +581,7 @@ fn implausible_rates_and_depths_are_named() {
     for rate in [0, 1, 999, 768_001, 2_000_000_000] {
         h.rate = rate;
         std::fs::write(&p, header_bytes(&h)).unwrap();
-        let e = read_wav_mono(&p).unwrap_err().to_string();
+        let e = read_audio_mono(&p).unwrap_err().to_string();
         assert!(
             e.contains("odd.wav") && e.contains(&format!("sample rate {rate} Hz")),
             "{e}"
@@ -592,7 +592,7 @@ fn implausible_rates_and_depths_are_named() {
     h.format = 0xFFFE;
     h.valid_bits = 200;
     std::fs::write(&p, header_bytes(&h)).unwrap();
-    let e = read_wav_mono(&p).unwrap_err().to_string();
+    let e = read_audio_mono(&p).unwrap_err().to_string();
     assert!(
         e.contains("200-bit integer samples are not supported"),
         "{e}"

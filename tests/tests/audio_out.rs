@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 
-use dia_run::audio::{read_wav_mono, resample, write_wav, WavFormat};
+use dia_run::audio::{read_audio_mono, resample, write_wav, WavFormat};
 use dia_run::{DiaModel, GenerateOptions, ModelOptions};
 use dia_tests::dac::dac_bundle;
 use dia_tests::{dia_run, scratch, stderr};
@@ -51,7 +51,7 @@ fn text_to_wav_16_bit_and_float() {
         // The WAV holds the codec's decoding of the saved codes, frame for frame.
         let frames = codes_of(&codes);
         let want = model.decode_audio(&frames).unwrap();
-        let (got, _) = read_wav_mono(&wav).unwrap();
+        let (got, _) = read_audio_mono(&wav).unwrap();
         assert_eq!(got.len(), frames.len() * 512);
         let err = got
             .iter()
@@ -120,7 +120,7 @@ fn voice_prompt_from_a_stereo_wav_at_another_rate() {
     w.finalize().unwrap();
 
     // What dia-run does with it: mix down, resample to the codec's rate, encode.
-    let (mono, rate) = read_wav_mono(&path).unwrap();
+    let (mono, rate) = read_audio_mono(&path).unwrap();
     assert_eq!((mono.len(), rate), (half.len(), 22050));
     // The mix is the channels' mean: the 22.05 kHz waveform to 16-bit rounding (measured
     // 3.9e-5; one channel alone is off by the tone, 0.05).
