@@ -60,6 +60,12 @@ pub fn open(
     if let Some(n) = s.threads {
         b = b.with_intra_threads(n).map_err(ort::Error::from)?;
     }
+    if !step {
+        // The encoder and the codec run now and then between decoder steps (the codec every
+        // chunk when streaming): their idle threads must not spin-wait on the cores the
+        // decoder step needs. The step's own threads keep spinning (benchmarks/cpu.md).
+        b = b.with_intra_op_spinning(false).map_err(ort::Error::from)?;
+    }
     if let (Some(prefix), true) = (&s.profile, step) {
         b = b.with_profiling(prefix).map_err(ort::Error::from)?;
     }
