@@ -428,7 +428,13 @@ proptest! {
         let bytes = seed_wavs().swap_remove(seed);
         let keep = cut.index(bytes.len());
         let e = read_prompt(bytes[..keep].to_vec()).unwrap_err();
-        prop_assert!(e.contains("truncated") || e.contains("not a readable WAV"), "{e}");
+        // Cut before the `RIFF` magic, nothing tells it from a file of another kind.
+        prop_assert!(
+            e.contains("truncated")
+                || e.contains("not a readable WAV")
+                || (keep < 4 && e.contains("not a supported audio file")),
+            "{e}"
+        );
     }
 }
 

@@ -148,10 +148,10 @@ fn unwritable_output_is_refused_before_work() {
 }
 
 #[test]
-fn prompt_that_is_not_a_wav_is_refused() {
+fn prompt_that_is_not_audio_is_refused() {
     let b = bundle("tiny-nari");
     let f = scratch().join("voice.wav");
-    fs::write(&f, b"ID3\x04 not a wav at all").unwrap();
+    fs::write(&f, b"GARBAGE, not audio at all").unwrap();
     let codes = scratch().join("prompt.npy");
     let o = dia_run(
         &b,
@@ -169,7 +169,9 @@ fn prompt_that_is_not_a_wav_is_refused() {
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(
-        e.contains("voice.wav") && e.contains("not a readable WAV"),
+        e.contains("voice.wav")
+            && e.contains("not a supported audio file")
+            && e.contains("WAV, FLAC, MP3 or Ogg Vorbis"),
         "{e}"
     );
     assert!(!codes.exists());
