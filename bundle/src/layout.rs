@@ -188,8 +188,9 @@ impl StepLayout {
         }
     }
 
-    /// Shape of a K tensor of `len` positions for a batch of `b`.
-    pub fn k_shape(&self, b: usize, heads: usize, head_dim: usize, len: usize) -> [usize; 4] {
+    /// Shape of a K tensor of `len` positions for a batch of `b` (in any integer type: sizes
+    /// for buffers, manifest dims where -1 is dynamic).
+    pub fn k_shape<T: Copy>(&self, b: T, heads: T, head_dim: T, len: T) -> [T; 4] {
         match self.k_layout {
             KLayout::Transposed => [b, heads, head_dim, len],
             KLayout::LikeV => [b, heads, len, head_dim],

@@ -40,14 +40,13 @@ impl TensorSpec {
     /// Whether `self` (what the graph says) fits `want` (what the config implies); -1 on
     /// either side matches any length.
     pub fn fits(&self, want: &TensorSpec) -> bool {
-        self.dtype == want.dtype
-            && self.shape.len() == want.shape.len()
-            && self
-                .shape
-                .iter()
-                .zip(&want.shape)
-                .all(|(&a, &b)| a == b || a == -1 || b == -1)
+        self.dtype == want.dtype && dims_fit(&self.shape, &want.shape)
     }
+}
+
+/// Whether two shapes agree, a negative dim (dynamic) on either side matching any length.
+pub fn dims_fit(a: &[i64], b: &[i64]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| x == y || x < 0 || y < 0)
 }
 
 /// One ONNX file of the bundle.
@@ -283,23 +282,24 @@ impl Manifest {
         if l.cache_update == CacheUpdate::ReturnedRows {
             v.push(TensorSpec::new(names::step::SELF_BIAS, Float32, &[f]));
         }
-        let dims = |s: [usize; 4]| s.map(|x| x as i64);
-        let as_len = |x: i64| x as usize;
+        let (kv, hd, ckv, chd) = (kv as i64, hd as i64, ckv as i64, chd as i64);
         for i in 0..d.num_hidden_layers {
-            let k = dims(l.k_shape(2, kv, hd, as_len(f)));
-            v.push(TensorSpec::new(names::step::self_k(i), dt, &k));
-            let vv = [2, kv as i64, f, hd as i64];
-            v.push(TensorSpec::new(names::step::self_v(i), dt, &vv));
-            let mut ck = dims(l.k_shape(2, ckv, chd, 1));
-            // The text length sits where `1` went.
-            for x in ck.iter_mut() {
-                if *x == 1 {
-                    *x = t;
-                }
-            }
-            v.push(TensorSpec::new(names::step::cross_k(i), dt, &ck));
-            let cv = [2, ckv as i64, t, chd as i64];
-            v.push(TensorSpec::new(names::step::cross_v(i), dt, &cv));
+            v.push(TensorSpec::new(
+                names::step::self_k(i),
+                dt,
+                &l.k_shape(2, kv, hd, f),
+            ));
+            v.push(TensorSpec::new(names::step::self_v(i), dt, &[2, kv, f, hd]));
+            v.push(TensorSpec::new(
+                names::step::cross_k(i),
+                dt,
+                &l.k_shape(2, ckv, chd, t),
+            ));
+            v.push(TensorSpec::new(
+                names::step::cross_v(i),
+                dt,
+                &[2, ckv, t, chd],
+            ));
         }
         v
     }
@@ -311,10 +311,8 @@ impl Manifest {
         let step = &self.graphs.decoder_step;
         // Counted first, so a config claiming a million layers costs nothing to refuse.
         let layers = self.config.decoder_config.num_hidden_layers;
-        let graph_layers = step
-            .inputs
-            .iter()
-            .filter(|i| i.name.starts_with("self_k_"))
+        let graph_layers = (0..)
+            .take_while(|&i| step.input(&names::step::self_k(i)).is_some())
             .count();
         if graph_layers != layers {
             return Err(format!(

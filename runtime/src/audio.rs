@@ -17,10 +17,18 @@ pub enum WavFormat {
     Float32,
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> RuntimeError + Copy + '_ {
     move |e| RuntimeError::Io {
         path: path.to_path_buf(),
         source: e,
+    }
+}
+
+/// What is wrong with the audio file at `path`, as an error naming it.
+fn bad_audio(path: &Path) -> impl Fn(String) -> RuntimeError + Copy + '_ {
+    move |msg| RuntimeError::BadAudio {
+        path: path.to_path_buf(),
+        msg,
     }
 }
 
@@ -156,14 +164,8 @@ fn plausible(v: f32) -> bool {
 /// chunk claiming more bytes than the file holds is reported as a truncated file, with both
 /// sizes, instead of being read until the reader runs dry.
 fn read_wav(path: &Path) -> Result<(Vec<f32>, u32), RuntimeError> {
-    let bad = |msg: String| RuntimeError::BadAudio {
-        path: path.to_path_buf(),
-        msg,
-    };
-    let io = |e: std::io::Error| RuntimeError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    };
+    let bad = bad_audio(path);
+    let io = io_err(path);
     let file = std::fs::File::open(path).map_err(io)?;
     let file_len = file.metadata().map_err(io)?.len();
     let mut input = std::io::BufReader::new(file);
@@ -293,14 +295,8 @@ pub const MIN_DECODED_SAMPLES: u64 = 1 << 23;
 /// match) or decodes to more than `MAX_DECODED_SAMPLES_PER_BYTE` samples per byte of the file
 /// (beyond `MIN_DECODED_SAMPLES`), is an error naming the file.
 pub fn read_audio_mono(path: &Path) -> Result<(Vec<f32>, u32), RuntimeError> {
-    let bad = |msg: String| RuntimeError::BadAudio {
-        path: path.to_path_buf(),
-        msg,
-    };
-    let io = |e: std::io::Error| RuntimeError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    };
+    let bad = bad_audio(path);
+    let io = io_err(path);
     let mut file = std::fs::File::open(path).map_err(io)?;
     let file_len = file.metadata().map_err(io)?.len();
     match sniff(&mut file, file_len).map_err(io)? {
@@ -509,14 +505,8 @@ fn read_compressed(
     use symphonia::default::formats::{FlacReader, MpaReader, OggReader};
 
     let kind = container.name();
-    let bad = |msg: String| RuntimeError::BadAudio {
-        path: path.to_path_buf(),
-        msg,
-    };
-    let io = |e: std::io::Error| RuntimeError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    };
+    let bad = bad_audio(path);
+    let io = io_err(path);
     // symphonia's errors in words about the file; `at`: the samples decoded before it, None
     // while the reader is opened (it reads the header; an Ogg reader also seeks to the last
     // page for the stream's length).

@@ -36,40 +36,62 @@ impl ChunkPlan {
     /// The windows that cover `total` frames. Input no longer than a window is one window,
     /// zero-padded (the last `context` frames then differ slightly from an unpadded call).
     pub fn windows(&self, total: usize) -> Result<Vec<Window>, RuntimeError> {
-        let (n, ctx) = (self.frames, self.context);
-        if total == 0 {
-            return Ok(Vec::new());
-        }
-        if total <= n {
-            return Ok(vec![Window {
-                start: 0,
-                keep: 0..total,
-            }]);
-        }
-        if n <= 2 * ctx {
-            return Err(RuntimeError::Bundle(dia_bundle::BundleError::Invalid {
-                path: "manifest.json".into(),
-                msg: format!(
-                    "DAC chunks of {n} frames cannot hold {ctx} frames of context on both sides"
-                ),
-            }));
+        if total > self.frames {
+            self.check()?;
         }
         let mut out = Vec::new();
         let mut start = 0;
-        while start < total {
-            let cs = if start == 0 {
-                0
-            } else {
-                (start - ctx).min(total - n)
-            };
-            let keep_end = if cs + n == total { total } else { cs + n - ctx };
-            out.push(Window {
-                start: cs,
-                keep: start..keep_end,
-            });
-            start = keep_end;
+        while let Some(w) = self.window_from(start, total, true) {
+            start = w.keep.end;
+            out.push(w);
         }
         Ok(out)
+    }
+
+    /// Fails when a window cannot hold `context` frames on both sides of what it keeps.
+    fn check(&self) -> Result<(), RuntimeError> {
+        let (n, ctx) = (self.frames, self.context);
+        if n > 2 * ctx {
+            return Ok(());
+        }
+        Err(RuntimeError::Bundle(dia_bundle::BundleError::Invalid {
+            path: "manifest.json".into(),
+            msg: format!(
+                "DAC chunks of {n} frames cannot hold {ctx} frames of context on both sides"
+            ),
+        }))
+    }
+
+    /// The window whose kept frames begin at `start`, over `total` frames: all of the input
+    /// when `done`; else only the frames that have arrived so far, and then `None` until the
+    /// window's frames are all there.
+    fn window_from(&self, start: usize, total: usize, done: bool) -> Option<Window> {
+        let (n, ctx) = (self.frames, self.context);
+        if start >= total {
+            return None;
+        }
+        if done && total <= n {
+            return Some(Window {
+                start: 0,
+                keep: start..total,
+            });
+        }
+        let mut cs = if start == 0 { 0 } else { start - ctx };
+        if done {
+            // The last window ends at the last frame: the utterance's edge is a real edge.
+            cs = cs.min(total - n);
+        } else if cs + n > total {
+            return None;
+        }
+        let keep_end = if done && cs + n == total {
+            total
+        } else {
+            cs + n - ctx
+        };
+        (keep_end > start).then_some(Window {
+            start: cs,
+            keep: start..keep_end,
+        })
     }
 
     /// Runs `call` on every window of `total` frames and joins the kept parts of its outputs
@@ -132,6 +154,9 @@ impl<'c> StreamDecoder<'c> {
                 "stream chunks must be at least one frame".into(),
             ));
         }
+        if let Some(plan) = codec.plan {
+            plan.check()?;
+        }
         Ok(Self {
             codec,
             codes: Frames {
@@ -185,21 +210,7 @@ impl<'c> StreamDecoder<'c> {
         let ctx = self.context;
         match self.codec.plan {
             // Fixed-size graphs: the scheduler of one-shot chunked decoding, window by window.
-            Some(plan) => {
-                if done {
-                    return plan
-                        .windows(total)
-                        .ok()?
-                        .into_iter()
-                        .find(|w| w.keep.start == start);
-                }
-                let cs = if start == 0 { 0 } else { start - plan.context };
-                let keep_end = cs + plan.frames - plan.context;
-                (cs + plan.frames <= total && keep_end > start).then_some(Window {
-                    start: cs,
-                    keep: start..keep_end,
-                })
-            }
+            Some(plan) => plan.window_from(start, total, done),
             None => {
                 let size = if start == 0 {
                     self.sizes.first
@@ -223,22 +234,12 @@ impl<'c> StreamDecoder<'c> {
     }
 
     fn decode(&mut self, w: Window) -> Result<(), RuntimeError> {
-        let total = self.codes.len();
-        let c = self.codes.channels;
         let hop = self.codec.info.hop_length;
-        let (n, end) = match self.codec.plan {
-            Some(plan) => (plan.frames, (w.start + plan.frames).min(total)),
-            None => {
-                let end = (w.keep.end + self.context).min(total);
-                (end - w.start, end)
-            }
+        let n = match self.codec.plan {
+            Some(plan) => plan.frames,
+            None => (w.keep.end + self.context).min(self.codes.len()) - w.start,
         };
-        // Codes past the end are 0 (a fixed-size window over the utterance's end); their
-        // audio is cut off.
-        let mut window = Frames::new(n, c);
-        window.data.fill(0);
-        window.data[..(end - w.start) * c].copy_from_slice(&self.codes.data[w.start * c..end * c]);
-        let audio = self.codec.decode_once(&window)?;
+        let audio = self.codec.decode_padded(&self.codes, w.start, n)?;
         let (a, b) = (w.keep.start - w.start, w.keep.end - w.start);
         let part = audio.get(a * hop..b * hop).ok_or_else(|| {
             RuntimeError::Internal("a codec window gave less audio than its frames".into())
@@ -277,19 +278,30 @@ impl Codec {
 
     /// Decodes codes `[frames, C]` into a mono waveform at the codec's sample rate.
     pub fn decode(&self, codes: &Frames) -> Result<Vec<f32>, RuntimeError> {
-        let (total, c) = (codes.len(), codes.channels);
+        let total = codes.len();
         let hop = self.info.hop_length;
         match self.plan {
             None => self.decode_once(codes),
             Some(plan) => plan.run(total, hop, |start| {
-                let n = plan.frames;
-                let mut w = Frames::new(n, c);
-                w.data.fill(0);
-                let end = (start + n).min(total);
-                w.data[..(end - start) * c].copy_from_slice(&codes.data[start * c..end * c]);
-                self.decode_once(&w)
+                self.decode_padded(codes, start, plan.frames)
             }),
         }
+    }
+
+    /// One decoder call on the `n` frames of `codes` from `start`; codes past their end are 0
+    /// (a fixed-size window over the utterance's end), and their audio is the caller's to cut.
+    fn decode_padded(
+        &self,
+        codes: &Frames,
+        start: usize,
+        n: usize,
+    ) -> Result<Vec<f32>, RuntimeError> {
+        let c = codes.channels;
+        let end = (start + n).min(codes.len());
+        let mut window = Frames::new(n, c);
+        window.data.fill(0);
+        window.data[..(end - start) * c].copy_from_slice(&codes.data[start * c..end * c]);
+        self.decode_once(&window)
     }
 
     /// One decoder call on all of `codes`.

@@ -436,11 +436,6 @@ impl Drop for Utterance<'_> {
 }
 
 impl Utterance<'_> {
-    /// The most positions a step can take (the cache length).
-    pub fn max_frames(&self) -> usize {
-        self.decoder.layout.max_frames
-    }
-
     /// Runs one decoder step at `position` with this frame's `tokens` (one per channel, the
     /// same for both CFG rows); returns the logits `[2, C, V]` (unconditional, conditional).
     pub fn step(&mut self, tokens: &[i64], position: usize) -> Result<&[f32], RuntimeError> {

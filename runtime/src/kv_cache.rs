@@ -148,9 +148,5 @@ impl KvCache {
 
 /// The ONNX Runtime element type of a bundle dtype.
 pub fn tensor_type(d: Dtype) -> TensorElementType {
-    match d {
-        Dtype::Float32 => TensorElementType::Float32,
-        Dtype::Float16 => TensorElementType::Float16,
-        Dtype::Bfloat16 => TensorElementType::Bfloat16,
-    }
+    crate::session::ort_type(d.element_type())
 }

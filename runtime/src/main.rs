@@ -306,6 +306,8 @@ fn run(args: Args) -> Result<()> {
     let mut dac_s = 0.0;
     let mut first_audio_s = None;
     let mut audio: Option<Vec<f32>> = None;
+    // Samples written to stdout (the others are counted in `audio`).
+    let mut streamed = 0;
     let gen = if args.stream || to_stdout {
         let chunks = ChunkSizes {
             first: args.first_chunk_frames as usize,
@@ -323,6 +325,7 @@ fn run(args: Args) -> Result<()> {
         };
         let mut all = Vec::new();
         while let Some(chunk) = s.next_chunk()? {
+            streamed += chunk.len();
             match sink.as_mut() {
                 Some(w) => w.write(chunk).map_err(output_error)?,
                 None => all.extend_from_slice(chunk),
@@ -348,7 +351,7 @@ fn run(args: Args) -> Result<()> {
     if let Some(path) = &args.save_codes {
         dia_run::npy::write_codes(path, &gen.codes)?;
     }
-    let samples = audio.as_ref().map_or(gen.codes.len() * 512, Vec::len);
+    let samples = audio.as_ref().map_or(streamed, Vec::len);
     if let (Some(path), Some(audio)) = (&args.out, &audio) {
         match args.format {
             OutFormat::Wav => write_wav(path, audio, rate, format)?,

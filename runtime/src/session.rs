@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use dia_bundle::manifest::dims_fit;
 use dia_bundle::{ElementType, GraphSpec};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
@@ -31,7 +32,8 @@ pub struct Opened {
     pub warning: Option<String>,
 }
 
-fn element_type(t: ElementType) -> TensorElementType {
+/// The ONNX Runtime element type of a manifest's element type.
+pub fn ort_type(t: ElementType) -> TensorElementType {
     match t {
         ElementType::Float32 => TensorElementType::Float32,
         ElementType::Float16 => TensorElementType::Float16,
@@ -100,13 +102,8 @@ fn check_inputs(session: &Session, role: &str, spec: &GraphSpec) -> Result<(), R
         };
         let ty = got.dtype().tensor_type();
         let shape: Option<Vec<i64>> = got.dtype().tensor_shape().map(|s| s.to_vec());
-        let fits = ty == Some(element_type(t.dtype))
-            && shape.as_ref().is_some_and(|s| {
-                s.len() == t.shape.len()
-                    && s.iter()
-                        .zip(&t.shape)
-                        .all(|(&a, &b)| a == b || a < 0 || b < 0)
-            });
+        let fits =
+            ty == Some(ort_type(t.dtype)) && shape.as_ref().is_some_and(|s| dims_fit(s, &t.shape));
         if !fits {
             return Err(RuntimeError::GraphSpecMismatch {
                 graph: role.into(),

@@ -59,6 +59,28 @@ fn write_as(name: &str, bytes: &[u8]) -> PathBuf {
 }
 
 /// The error reading `p` gives; it must name the file.
+/// `dia-run` with `p` as the voice prompt, which must fail: its stderr.
+fn cli_prompt_error(p: &Path) -> String {
+    let o = dia_run(
+        &dac_bundle("tiny-dac"),
+        &[
+            "--text",
+            "[S1] Hi.",
+            "--prompt-audio",
+            p.to_str().unwrap(),
+            "--prompt-text",
+            "[S1] Voice.",
+            "--max-tokens",
+            "10",
+            "--save-codes",
+            scratch().join("never.npy").to_str().unwrap(),
+            "--quiet",
+        ],
+    );
+    assert!(!o.status.success());
+    stderr(&o)
+}
+
 fn read_err(p: &Path) -> String {
     let e = read_audio_mono(p)
         .err()
@@ -224,26 +246,7 @@ fn truncated_files_are_errors_naming_the_file() {
         assert!(e.contains("truncated"), "{name}: {e}");
     }
     // The command line says the same, and does not panic.
-    let b = dac_bundle("tiny-dac");
-    let p = scratch().join("half.flac");
-    let o = dia_run(
-        &b,
-        &[
-            "--text",
-            "[S1] Hi.",
-            "--prompt-audio",
-            p.to_str().unwrap(),
-            "--prompt-text",
-            "[S1] Voice.",
-            "--max-tokens",
-            "10",
-            "--save-codes",
-            scratch().join("never.npy").to_str().unwrap(),
-            "--quiet",
-        ],
-    );
-    let err = stderr(&o);
-    assert!(!o.status.success());
+    let err = cli_prompt_error(&scratch().join("half.flac"));
     assert!(
         err.contains("half.flac") && err.contains("truncated FLAC file"),
         "{err}"
@@ -313,26 +316,7 @@ fn foreign_and_damaged_files_are_errors_naming_the_file() {
     assert!(e.contains("truncated or corrupt FLAC file"), "{e}");
 
     // The command line: an error naming the file, no panic.
-    let b = dac_bundle("tiny-dac");
-    let p = write_as("garbage-cli.flac", &garbage);
-    let o = dia_run(
-        &b,
-        &[
-            "--text",
-            "[S1] Hi.",
-            "--prompt-audio",
-            p.to_str().unwrap(),
-            "--prompt-text",
-            "[S1] Voice.",
-            "--max-tokens",
-            "10",
-            "--save-codes",
-            scratch().join("never.npy").to_str().unwrap(),
-            "--quiet",
-        ],
-    );
-    let err = stderr(&o);
-    assert!(!o.status.success());
+    let err = cli_prompt_error(&write_as("garbage-cli.flac", &garbage));
     assert!(
         err.contains("garbage-cli.flac") && err.contains("not a supported audio file"),
         "{err}"
