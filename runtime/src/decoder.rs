@@ -46,6 +46,16 @@ pub struct StepTimings {
     pub steps: usize,
 }
 
+impl StepTimings {
+    /// Adds another generation's timings (a script's segments).
+    pub fn add(&mut self, other: &StepTimings) {
+        self.upload_s += other.upload_s;
+        self.run_s += other.run_s;
+        self.download_s += other.download_s;
+        self.steps += other.steps;
+    }
+}
+
 /// Decoder states by text bucket.
 #[derive(Default)]
 struct Pool {

@@ -33,6 +33,8 @@ pub enum RuntimeError {
     },
     #[error("the text is empty: give dia-run something to say, e.g. \"[S1] Hello.\"")]
     EmptyText,
+    #[error("the script has speaker tags but nothing to say: add the words after them, e.g. \"[S1] Hello.\"")]
+    NothingToSay,
     #[error("the text is {tokens} tokens (bytes) long but the bundle's encoder takes at most {max}; shorten it or split it into several runs")]
     TextTooLong { tokens: usize, max: usize },
     /// An option out of its range, or options that contradict each other.

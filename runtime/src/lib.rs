@@ -11,6 +11,7 @@
 
 pub mod audio;
 pub mod codec;
+pub mod crossfade;
 pub mod cuda_copy;
 pub mod decoder;
 pub mod delay;
@@ -25,6 +26,8 @@ pub mod npy;
 pub mod onnxruntime;
 pub mod providers;
 pub mod sampler;
+pub mod script;
+pub mod segmenter;
 pub mod session;
 pub mod stream;
 pub mod tokenizer;

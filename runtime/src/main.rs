@@ -11,7 +11,8 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use dia_run::audio::{read_audio_mono, resample, write_wav, SampleStream, WavFormat};
 use dia_run::codec::ChunkSizes;
-use dia_run::AudioStream;
+use dia_run::script::{ScriptGenerator, ScriptOptions, ScriptPlan, ScriptProgress, VoicePrompt};
+use dia_run::stream::ScriptStream;
 use dia_run::{DiaModel, ExecutionProvider, GenerateOptions, ModelOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::process::ExitCode;
@@ -41,6 +42,13 @@ struct Args {
     /// What --out holds: wav, or pcm (raw little-endian samples, s16le; f32le with --float).
     #[arg(long, value_enum, default_value = "wav")]
     format: OutFormat,
+    /// Crossfade between the segments of a script longer than one generation, in ms.
+    #[arg(long, default_value_t = 40.0, value_parser = parse_crossfade)]
+    crossfade_ms: f32,
+    /// Generate a long script's segments each on its own, not prompted with the one before
+    /// (voices then drift between segments).
+    #[arg(long)]
+    no_carry: bool,
     /// Frames of audio (11.6 ms each) in the first streamed chunk.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     first_chunk_frames: u32,
@@ -112,6 +120,15 @@ fn parse_threads(s: &str) -> Result<usize, String> {
         Ok(n) if n >= 1 => usize::try_from(n).map_err(|e| e.to_string()),
         Ok(_) => Err("must be 1 or more (leave --threads out to use all cores)".into()),
         Err(e) => Err(format!("not a whole number ({e})")),
+    }
+}
+
+/// `--crossfade-ms`: 0 to 1000.
+fn parse_crossfade(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if (0.0..=1000.0).contains(&v) => Ok(v),
+        Ok(_) => Err("must be between 0 and 1000 ms".into()),
+        Err(e) => Err(format!("not a number ({e})")),
     }
 }
 
@@ -210,7 +227,7 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<()> {
     let start = Instant::now();
-    let mut text = read_text(&args)?;
+    let text = read_text(&args)?;
     if args.stream && args.out.is_none() {
         bail!("--stream needs somewhere to stream to: --out - (stdout) or --out FILE.wav");
     }
@@ -247,8 +264,8 @@ fn run(args: Args) -> Result<()> {
         model.require_codec("write audio")?;
     }
 
-    let mut audio_prompt = None;
-    if let (Some(wav), Some(prompt_text)) = (&args.prompt_audio, &args.prompt_text) {
+    let mut voice = None;
+    if let (Some(wav), Some(transcript)) = (&args.prompt_audio, &args.prompt_text) {
         let rate = model
             .manifest()
             .dac
@@ -257,9 +274,11 @@ fn run(args: Args) -> Result<()> {
             .unwrap_or(44100);
         let (samples, sr) = read_audio_mono(wav)?;
         let samples = resample(&samples, sr, rate)?;
-        audio_prompt = Some(model.encode_audio(&samples)?);
-        // As in the reference's voice cloning: the transcript comes first.
-        text = format!("{prompt_text}{text}");
+        voice = Some(VoicePrompt {
+            codes: model.encode_audio(&samples)?,
+            // As in the reference's voice cloning: the transcript goes before the text.
+            transcript: transcript.clone(),
+        });
     }
 
     let opts = GenerateOptions {
@@ -269,30 +288,45 @@ fn run(args: Args) -> Result<()> {
         top_p: args.top_p,
         cfg_filter_top_k: args.cfg_filter_top_k,
         seed: args.seed,
-        audio_prompt,
+        audio_prompt: None,
         ignore_eos: args.bench,
     };
+    let sopts = ScriptOptions {
+        carry: !args.no_carry,
+        crossfade_s: args.crossfade_ms / 1000.0,
+        ..ScriptOptions::default()
+    };
+    // Any length: a script longer than one generation is split into segments.
+    let plan = ScriptPlan::new(&model, &text, voice.as_ref(), &opts, &sopts)?;
+    for w in &plan.warnings {
+        eprintln!("warning: {w}");
+    }
+    let warned = plan.warnings.len();
+    let segments = plan.segments.len();
     let frame_rate = model.manifest().dac.as_ref().map_or(44100.0 / 512.0, |d| {
         d.sample_rate as f64 / d.hop_length as f64
     });
-    let max = opts.max_tokens.unwrap_or(model.manifest().max_frames);
     let bar = if args.quiet || args.json {
         ProgressBar::hidden()
     } else {
-        let b = ProgressBar::new(max as u64);
-        b.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} frames {msg}")
-                .expect("valid template"),
-        );
+        let b = ProgressBar::new(plan.estimated_frames as u64);
+        let template = if segments > 1 {
+            "{bar:30} {pos}/~{len} frames, segment {prefix} {msg}"
+        } else {
+            "{bar:30} {pos}/{len} frames {msg}"
+        };
+        b.set_style(ProgressStyle::with_template(template).expect("valid template"));
         b
     };
-    let show = |p: dia_run::Progress| {
-        bar.set_position(p.step as u64);
+    let show = |p: ScriptProgress| {
+        bar.set_length(p.estimated_frames as u64);
+        bar.set_position(p.frames as u64);
+        bar.set_prefix(format!("{}/{}", p.segment + 1, p.segments));
         if p.elapsed_s > 0.0 {
-            let fps = p.step as f64 / p.elapsed_s;
+            let fps = p.steps as f64 / p.elapsed_s;
             bar.set_message(format!(
                 "{:.2}s audio, {fps:.1} steps/s, {:.2}x realtime",
-                p.step as f64 / frame_rate,
+                p.frames as f64 / frame_rate,
                 fps / frame_rate
             ));
         }
@@ -308,12 +342,12 @@ fn run(args: Args) -> Result<()> {
     let mut audio: Option<Vec<f32>> = None;
     // Samples written to stdout (the others are counted in `audio`).
     let mut streamed = 0;
-    let gen = if args.stream || to_stdout {
+    let script = if args.stream || to_stdout {
         let chunks = ChunkSizes {
             first: args.first_chunk_frames as usize,
             rest: args.chunk_frames as usize,
         };
-        let mut s = AudioStream::new(&model, &text, &opts, chunks)?;
+        let mut s = ScriptStream::new(&model, plan, voice, &opts, &sopts, chunks)?;
         let mut sink = if to_stdout {
             let out = std::io::stdout().lock();
             Some(match args.format {
@@ -338,15 +372,25 @@ fn run(args: Args) -> Result<()> {
         }
         s.finish()
     } else {
-        let gen = model.generate(&text, &opts, show)?;
+        let mut g = ScriptGenerator::new(&model, plan, voice, &opts)?;
+        while !g.is_done() {
+            g.step()?;
+            show(g.progress());
+        }
+        let script = g.finish();
         if args.out.is_some() {
             let t = Instant::now();
-            audio = Some(model.decode_audio(&gen.codes)?);
+            audio = Some(script.decode_audio(&model, sopts.crossfade_s)?);
             dac_s = t.elapsed().as_secs_f64();
         }
-        gen
+        script
     };
     bar.finish_and_clear();
+    // The plan's warnings were shown; these are the segments that ran out of steps.
+    for w in &script.warnings[script.warnings.len().min(warned)..] {
+        eprintln!("warning: {w}");
+    }
+    let gen = &script.generation;
 
     if let Some(path) = &args.save_codes {
         dia_run::npy::write_codes(path, &gen.codes)?;
@@ -365,6 +409,19 @@ fn run(args: Args) -> Result<()> {
 
     let audio_s = gen.codes.len() as f64 / frame_rate;
     let steps_per_s = gen.steps as f64 / gen.decode_s.max(1e-9);
+    let segment_reports: Vec<_> = script
+        .segments
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "text": r.text,
+                "frames": r.frames.len(),
+                "steps": r.steps,
+                "eos_step": r.eos_step,
+                "prompt_frames": r.prompt_frames,
+            })
+        })
+        .collect();
     let summary = serde_json::json!({
         "frames": gen.codes.len(),
         "audio_seconds": audio_s,
@@ -380,6 +437,8 @@ fn run(args: Args) -> Result<()> {
         "streamed": args.stream || to_stdout,
         "first_audio_seconds": first_audio_s,
         "total_seconds": start.elapsed().as_secs_f64(),
+        "segments": segment_reports,
+        "warnings": script.warnings,
         "provider": model.provider().name(),
         "peak_rss_mb": peak_rss_mb(),
         "per_step_ms": {

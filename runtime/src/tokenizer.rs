@@ -3,6 +3,11 @@
 
 use crate::error::RuntimeError;
 
+/// How many tokens `text` is (bytes, each speaker tag one).
+pub fn count_tokens(text: &str) -> usize {
+    text.len() - 3 * (text.matches("[S1]").count() + text.matches("[S2]").count())
+}
+
 /// Tokenises `text` for an encoder of `max_len` tokens.
 ///
 /// The reference silently truncates text longer than the encoder; we refuse it instead, since
@@ -47,6 +52,13 @@ mod tests {
         want.push(2);
         want.extend(b" Yo! [S3]".iter().map(|&b| b as i64));
         assert_eq!(t, want);
+    }
+
+    #[test]
+    fn counting_agrees_with_encoding() {
+        for t in ["[S1] Hi. [S2] Yo! [S3]", "[S1][S2][S1]", "é [S1", "plain"] {
+            assert_eq!(count_tokens(t), encode_text(t, 64).unwrap().len(), "{t}");
+        }
     }
 
     #[test]
