@@ -35,6 +35,11 @@ pub struct ModelOptions {
     pub coreml_units: providers::CoreMlUnits,
     /// CoreML only: compiled-model cache directory (default: `coreml-cache/` in the bundle).
     pub coreml_cache_dir: Option<PathBuf>,
+    /// The ONNX Runtime library to load when the process has none loaded yet (default: the
+    /// search of [`crate::onnxruntime`]).
+    pub ort_library: Option<PathBuf>,
+    /// CUDA only: the GPU to run on.
+    pub cuda_device_id: i32,
     /// Profile the decoder step with ONNX Runtime's profiler into `<prefix>_<time>.json`
     /// (written when the model is dropped).
     pub profile: Option<PathBuf>,
@@ -64,6 +69,19 @@ impl DiaModel {
         }
         let manifest = Manifest::load(dir)?;
         manifest.check_files(dir)?;
+        crate::onnxruntime::environment_with(opts.ort_library.as_deref())?;
+        let mut warnings = Vec::new();
+        if let (Some(asked), Some(loaded)) = (&opts.ort_library, crate::onnxruntime::library_path())
+        {
+            let same = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+            if same(asked) != same(loaded) {
+                warnings.push(format!(
+                    "ONNX Runtime was already loaded in this process from {}, so {} is not used",
+                    loaded.display(),
+                    asked.display()
+                ));
+            }
+        }
         let layout = manifest.layout();
         let settings = SessionSettings {
             threads: opts.threads,
@@ -71,13 +89,14 @@ impl DiaModel {
             cuda_graph: opts.cuda_graph,
             coreml_units: opts.coreml_units,
             coreml_cache_dir: opts.coreml_cache_dir.clone(),
+            cuda_device_id: opts.cuda_device_id,
             profile: opts.profile.clone(),
         };
         let g = &manifest.graphs;
         let cfg = &manifest.config;
         let enc = session::open(dir, "encoder", &g.encoder, &settings, false)?;
         let dec = session::open(dir, "decoder_step", &g.decoder_step, &settings, true)?;
-        let mut warnings: Vec<String> = dec.warning.iter().cloned().collect();
+        warnings.extend(dec.warning.iter().cloned());
         let on_cuda = dec.provider == ExecutionProvider::Cuda;
         if on_cuda && layout.target == Target::Fused && layout.dtype == Dtype::Float32 {
             // ONNX Runtime then runs GroupQueryAttention on the CPU, copying every step.

@@ -1,9 +1,12 @@
 //! Finding and loading the ONNX Runtime shared library (`ort` with `load-dynamic`).
 //!
-//! Search order: `ORT_DYLIB_PATH`; `.onnxruntime/` in the current directory or in any
-//! ancestor of the current directory or of the executable (where scripts/setup-onnxruntime.sh
-//! puts it); then the system's library path. The library and ONNX Runtime's environment are
-//! process-wide by nature, so they are loaded once and shared.
+//! Search order: a libonnxruntime the process has loaded already (a host application that
+//! embeds us: two copies of ONNX Runtime in one process would not share threads, allocators or
+//! providers); a path the caller gives ([`environment_with`]); `ORT_DYLIB_PATH`;
+//! `.onnxruntime/` in the current directory or in any ancestor of the current directory or of
+//! the executable (where scripts/setup-onnxruntime.sh puts it); then the system's library
+//! path. The library and ONNX Runtime's environment are process-wide by nature, so they are
+//! loaded once and shared.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -19,9 +22,74 @@ const LIB_NAMES: &[&str] = &["onnxruntime.dll"];
 #[cfg(not(any(target_os = "macos", target_os = "windows")))]
 const LIB_NAMES: &[&str] = &["libonnxruntime.so"];
 
-fn candidates() -> (Vec<PathBuf>, Vec<String>) {
+/// Names the loader knows an already loaded ONNX Runtime by (its SONAME, or the file name).
+#[cfg(target_os = "macos")]
+const LOADED_NAMES: &[&str] = &["libonnxruntime.1.dylib", "libonnxruntime.dylib"];
+#[cfg(not(target_os = "macos"))]
+const LOADED_NAMES: &[&str] = &["libonnxruntime.so.1", "libonnxruntime.so"];
+
+/// The file of the ONNX Runtime this process has loaded already, if any: by name without
+/// loading (`RTLD_NOLOAD`, which also finds a library loaded `RTLD_LOCAL` from any path, by its
+/// SONAME), else through a globally visible `OrtGetApiBase` (a host linked against it).
+#[cfg(unix)]
+pub fn loaded_in_process() -> Option<PathBuf> {
+    use std::ffi::{CStr, CString};
+    // The file that holds `sym`.
+    let file_of = |sym: *mut libc::c_void| -> Option<PathBuf> {
+        if sym.is_null() {
+            return None;
+        }
+        // SAFETY: dladdr only reads the loader's tables; `info` is plain data it fills.
+        let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+        if unsafe { libc::dladdr(sym, &mut info) } == 0 || info.dli_fname.is_null() {
+            return None;
+        }
+        // SAFETY: dli_fname is a NUL-terminated string owned by the loader.
+        let name = unsafe { CStr::from_ptr(info.dli_fname) };
+        use std::os::unix::ffi::OsStrExt;
+        Some(PathBuf::from(std::ffi::OsStr::from_bytes(name.to_bytes())))
+    };
+    let api_base = CString::new("OrtGetApiBase").expect("no NUL");
+    for name in LOADED_NAMES {
+        let c = CString::new(*name).expect("no NUL");
+        // SAFETY: RTLD_NOLOAD never loads anything; it only takes a reference to a library
+        // that is there already, which we drop again below.
+        let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD) };
+        if h.is_null() {
+            continue;
+        }
+        // SAFETY: `h` is a live handle; dlsym only looks the symbol up.
+        let file = file_of(unsafe { libc::dlsym(h, api_base.as_ptr()) });
+        // SAFETY: balances the reference dlopen took.
+        unsafe { libc::dlclose(h) };
+        if file.is_some() {
+            return file;
+        }
+    }
+    // SAFETY: as above, on the global scope.
+    file_of(unsafe { libc::dlsym(libc::RTLD_DEFAULT, api_base.as_ptr()) })
+}
+
+/// Not implemented on this platform: there the search starts at the caller's path.
+#[cfg(not(unix))]
+pub fn loaded_in_process() -> Option<PathBuf> {
+    None
+}
+
+fn candidates(preferred: Option<&Path>) -> (Vec<PathBuf>, Vec<String>) {
     let mut found = Vec::new();
     let mut searched = Vec::new();
+    if let Some(p) = loaded_in_process() {
+        // Already in the process: that one or none (loading another would make two).
+        searched.push(format!("already loaded: {}", p.display()));
+        found.push(p);
+        return (found, searched);
+    }
+    if let Some(p) = preferred {
+        searched.push(p.display().to_string());
+        found.push(p.to_path_buf());
+        return (found, searched);
+    }
     if let Ok(p) = std::env::var("ORT_DYLIB_PATH") {
         if !p.is_empty() {
             searched.push(format!("ORT_DYLIB_PATH={p}"));
@@ -119,8 +187,14 @@ static ENV: OnceLock<Result<(PathBuf, Environment), LoadFailure>> = OnceLock::ne
 
 /// Loads ONNX Runtime (once per process) and returns its environment.
 pub fn environment() -> Result<&'static Environment, RuntimeError> {
+    environment_with(None)
+}
+
+/// [`environment`], trying `preferred` when the process has no ONNX Runtime loaded yet (the
+/// first load in a process decides for its lifetime: see [`library_path`]).
+pub fn environment_with(preferred: Option<&Path>) -> Result<&'static Environment, RuntimeError> {
     let r = ENV.get_or_init(|| {
-        let (paths, searched) = candidates();
+        let (paths, searched) = candidates(preferred);
         load_first(&paths, &searched, |p| {
             ort::init_from(p)
                 .map_err(|e| Attempt::NotLoaded(e.to_string()))?

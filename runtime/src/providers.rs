@@ -80,6 +80,8 @@ impl std::str::FromStr for CoreMlUnits {
 pub struct ProviderOptions {
     /// CUDA: capture the step as a CUDA graph.
     pub cuda_graph: bool,
+    /// CUDA: the GPU.
+    pub cuda_device_id: i32,
     /// CoreML: compute units.
     pub coreml_units: CoreMlUnits,
     /// CoreML: where compiled models are cached, so the second start is fast.
@@ -110,7 +112,10 @@ pub fn register(
     let mut warning = None;
     for ep in wanted.candidates() {
         let dispatch = match ep {
-            ExecutionProvider::Cuda => ep::CUDA::default().with_cuda_graph(opts.cuda_graph).build(),
+            ExecutionProvider::Cuda => ep::CUDA::default()
+                .with_device_id(opts.cuda_device_id)
+                .with_cuda_graph(opts.cuda_graph)
+                .build(),
             ExecutionProvider::CoreMl => coreml(opts),
             _ => continue,
         }

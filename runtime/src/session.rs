@@ -21,6 +21,7 @@ pub struct SessionSettings {
     pub cuda_graph: bool,
     pub coreml_units: CoreMlUnits,
     pub coreml_cache_dir: Option<PathBuf>,
+    pub cuda_device_id: i32,
     pub profile: Option<PathBuf>,
 }
 
@@ -73,6 +74,7 @@ pub fn open(
     }
     let popts = providers::ProviderOptions {
         cuda_graph: s.cuda_graph && step,
+        cuda_device_id: s.cuda_device_id,
         coreml_units: s.coreml_units,
         coreml_cache_dir: Some(
             s.coreml_cache_dir
