@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Builds libdia and runs its examples on the tiny bundle (scripts/test.sh calls this, so CI
+# does): the C example (shared and static library) and the Python (ctypes) one must give
+# exactly the codes `dia-run --save-codes` gives for the same text and seed, a short script
+# and one long enough to be split into segments; the C example runs under valgrind with no
+# leak of ours; and a host that loaded ONNX Runtime itself keeps ONE copy in the process.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+scripts/setup-onnxruntime.sh > /dev/null
+cargo build --locked -p dia-capi -p dia-run -p dia-export
+target_dir=$(cargo metadata --format-version 1 --no-deps --locked |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')${CARGO_BUILD_TARGET:+/$CARGO_BUILD_TARGET}
+debug="$target_dir/debug"
+case "$(uname -s)" in
+  Darwin) dylib="$debug/libdia.dylib" ;;
+  *) dylib="$debug/libdia.so" ;;
+esac
+
+out=build/capi
+rm -rf "$out"
+mkdir -p "$out"
+bundle="$out/bundle"
+"$debug/dia-export" tests/fixtures/tiny-nari --dac tests/fixtures/tiny-dac --out "$bundle" > /dev/null
+
+cc="${CC:-cc}"
+cflags=(-std=c99 -Wall -Wextra -Werror -I capi/include)
+"$cc" "${cflags[@]}" capi/examples/speak.c -L "$debug" -ldia -Wl,-rpath,"$debug" -o "$out/speak"
+static_libs=(-lpthread -lm)
+[[ "$(uname -s)" == Linux ]] && static_libs+=(-ldl -lgcc_s)
+"$cc" "${cflags[@]}" capi/examples/speak.c "$debug/libdia.a" "${static_libs[@]}" -o "$out/speak-static"
+
+# name, seed, text: a script of one generation and one the planner splits (the tiny bundle
+# has 256 frames, so a few sentences make several segments, each prompted with the last).
+cases=(
+  "short|7|[S1] Hello there. [S2] Hi!"
+  "long|3|[S1] This is a longer script. It has several sentences, so it must be split. [S2] Indeed it does, and the voices carry over. [S1] Good."
+)
+for c in "${cases[@]}"; do
+  IFS='|' read -r name seed text <<< "$c"
+  "$debug/dia-run" --bundle "$bundle" --text "$text" --seed "$seed" --save-codes "$out/$name-dia-run.npy" --quiet 2> /dev/null
+  "$out/speak" "$bundle" "$text" "$out/$name-c" "$seed"
+  "$out/speak-static" "$bundle" "$text" "$out/$name-c-static" "$seed" > /dev/null
+  python3 capi/examples/speak.py --lib "$dylib" --seed "$seed" "$bundle" "$text" "$out/$name-py"
+  for got in c-push c-pull c-static-push c-static-pull py-push py-pull; do
+    if ! cmp -s "$out/$name-dia-run.npy" "$out/$name-$got.npy"; then
+      echo "capi examples: $name: the codes of $got differ from dia-run's" >&2
+      exit 1
+    fi
+  done
+  echo "capi examples: $name: C (shared, static) and Python codes equal dia-run's"
+done
+
+if [[ "$(uname -s)" == Linux ]]; then
+  # A host that dlopens its own copy of ONNX Runtime (another file than .onnxruntime's),
+  # then loads a model with no library path: one libonnxruntime mapped, the host's.
+  "$cc" "${cflags[@]}" capi/tests/one_ort.c -L "$debug" -ldia -ldl -Wl,-rpath,"$debug" -o "$out/one_ort"
+  mkdir -p "$out/host-ort"
+  cp .onnxruntime/libonnxruntime.so "$out/host-ort/libonnxruntime.so"
+  env -u ORT_DYLIB_PATH "$out/one_ort" "$out/host-ort/libonnxruntime.so" "$bundle"
+
+  # Valgrind (installed when missing: CI runs as root on a fresh machine).
+  if ! command -v valgrind > /dev/null; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get > /dev/null; then
+      apt-get update -qq && apt-get install -y -qq valgrind > /dev/null
+    else
+      echo "capi examples: valgrind is missing: install it (apt-get install valgrind)" >&2
+      exit 1
+    fi
+  fi
+  # Possible and definite leaks are errors; the suppressions cover ONNX Runtime's own
+  # process-lifetime allocations only (see the file).
+  log="$out/valgrind.log"
+  if ! valgrind --leak-check=full --show-leak-kinds=definite,possible \
+      --errors-for-leak-kinds=definite,possible --error-exitcode=99 \
+      --suppressions=capi/examples/valgrind.supp --log-file="$log" \
+      "$out/speak" "$bundle" "[S1] Hi." "$out/valgrind" 7 40 > /dev/null; then
+    cat "$log" >&2
+    echo "capi examples: valgrind found errors or leaks (log above)" >&2
+    exit 1
+  fi
+  if ! grep -qE "definitely lost: 0 bytes|All heap blocks were freed" "$log"; then
+    cat "$log" >&2
+    echo "capi examples: valgrind's summary does not say 'definitely lost: 0 bytes'" >&2
+    exit 1
+  fi
+  echo "capi examples: valgrind: no leaks and no errors of ours ($(grep -oE 'suppressed: [0-9,]+ bytes' "$log" | head -n 1) of ONNX Runtime's own)"
+fi
+echo "capi examples passed"
