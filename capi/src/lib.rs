@@ -953,7 +953,7 @@ pub unsafe extern "C" fn dia_stream_next(
                 ))
             }
         };
-        let next = st.next()?;
+        let next = st.next_chunk()?;
         write_out(
             chunk,
             "chunk",

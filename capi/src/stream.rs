@@ -22,7 +22,7 @@ pub struct StreamState {
     failed: Option<String>,
 }
 
-/// What [`StreamState::next`] produced: the samples are in [`StreamState::chunk`].
+/// What [`StreamState::next_chunk`] produced: the samples are in [`StreamState::chunk`].
 pub struct Next {
     pub is_last: bool,
 }
@@ -50,7 +50,7 @@ impl StreamState {
     /// The next chunk: `is_last` with the final samples (the crossfade's tail, which costs no
     /// more decoding once the generator is done, is fetched at once and appended, so the last
     /// samples never come after a chunk that said it was not the last).
-    pub fn next(&mut self) -> Result<Next, CapiError> {
+    pub fn next_chunk(&mut self) -> Result<Next, CapiError> {
         if let Some(why) = &self.failed {
             return Err(CapiError::StreamFailed(why.clone()));
         }
