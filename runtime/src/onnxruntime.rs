@@ -9,7 +9,7 @@
 //! loaded once and shared.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use ort::environment::Environment;
 
@@ -123,7 +123,7 @@ fn candidates(preferred: Option<&Path>) -> (Vec<PathBuf>, Vec<String>) {
     (found, searched)
 }
 
-/// Why ONNX Runtime could not be loaded, kept typed in the process-wide cell (a path is never
+/// Why ONNX Runtime could not be loaded, kept typed until it becomes the error (a path is never
 /// packed into a string and split again: Windows paths hold `:`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum LoadFailure {
@@ -183,7 +183,10 @@ fn load_first<T>(
     }))
 }
 
-static ENV: OnceLock<Result<(PathBuf, Environment), LoadFailure>> = OnceLock::new();
+static ENV: OnceLock<(PathBuf, Environment)> = OnceLock::new();
+/// Serialises load attempts. A failure is not kept: a library host may fix the path (or
+/// install the library) and try again in the same process.
+static LOADING: Mutex<()> = Mutex::new(());
 
 /// Loads ONNX Runtime (once per process) and returns its environment.
 pub fn environment() -> Result<&'static Environment, RuntimeError> {
@@ -193,27 +196,29 @@ pub fn environment() -> Result<&'static Environment, RuntimeError> {
 /// [`environment`], trying `preferred` when the process has no ONNX Runtime loaded yet (the
 /// first load in a process decides for its lifetime: see [`library_path`]).
 pub fn environment_with(preferred: Option<&Path>) -> Result<&'static Environment, RuntimeError> {
-    let r = ENV.get_or_init(|| {
-        let (paths, searched) = candidates(preferred);
-        load_first(&paths, &searched, |p| {
-            ort::init_from(p)
-                .map_err(|e| Attempt::NotLoaded(e.to_string()))?
-                .with_name("dia")
-                .build()
-                .map_err(|e| Attempt::Failed(e.to_string()))
-        })
-    });
-    match r {
-        Ok((_, env)) => Ok(env),
-        Err(e) => Err(e.to_error()),
+    if let Some((_, env)) = ENV.get() {
+        return Ok(env);
     }
+    // Nothing runs under the lock that could leave the cell half set.
+    let _loading = LOADING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, env)) = ENV.get() {
+        return Ok(env);
+    }
+    let (paths, searched) = candidates(preferred);
+    let loaded = load_first(&paths, &searched, |p| {
+        ort::init_from(p)
+            .map_err(|e| Attempt::NotLoaded(e.to_string()))?
+            .with_name("dia")
+            .build()
+            .map_err(|e| Attempt::Failed(e.to_string()))
+    })
+    .map_err(|e| e.to_error())?;
+    Ok(&ENV.get_or_init(|| loaded).1)
 }
 
 /// Where ONNX Runtime was loaded from (after [`environment`] succeeded).
 pub fn library_path() -> Option<&'static Path> {
-    ENV.get()
-        .and_then(|r| r.as_ref().ok())
-        .map(|(p, _)| p.as_path())
+    ENV.get().map(|(p, _)| p.as_path())
 }
 
 #[cfg(test)]
