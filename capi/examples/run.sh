@@ -58,6 +58,9 @@ if [[ "$(uname -s)" == Linux ]]; then
   mkdir -p "$out/host-ort"
   cp .onnxruntime/libonnxruntime.so "$out/host-ort/libonnxruntime.so"
   env -u ORT_DYLIB_PATH "$out/one_ort" "$out/host-ort/libonnxruntime.so" "$bundle"
+  # No host copy: DiaModelOptions.ort_library_path is the one loaded, and a wrong one says so.
+  env -u ORT_DYLIB_PATH "$out/one_ort" --option "$out/host-ort/libonnxruntime.so" "$bundle"
+  env -u ORT_DYLIB_PATH "$out/one_ort" --missing "$out/host-ort/no-such-libonnxruntime.so" "$bundle"
 
   # Valgrind (installed when missing: CI runs as root on a fresh machine).
   if ! command -v valgrind > /dev/null; then

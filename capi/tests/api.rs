@@ -854,3 +854,15 @@ fn a_stream_moves_between_threads_and_errors_are_per_thread() {
     assert!(last_error().contains("/no/such/bundle"));
     dia_stream_free(s);
 }
+
+#[test]
+fn the_onnxruntime_in_the_process_is_found_by_name() {
+    // Once a model is loaded, the library it loaded is what a later search finds first.
+    shared();
+    let loaded = dia_run::onnxruntime::library_path().expect("loaded");
+    let found = dia_run::onnxruntime::loaded_in_process().expect("found without loading");
+    assert_eq!(
+        std::fs::canonicalize(found).unwrap(),
+        std::fs::canonicalize(loaded).unwrap()
+    );
+}

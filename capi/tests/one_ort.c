@@ -4,6 +4,13 @@
  * /proc/self/maps). Run by capi/examples/run.sh.
  *
  *   one_ort HOST_LIBONNXRUNTIME BUNDLE
+ *
+ * With --option, the host loads nothing and gives the path in DiaModelOptions instead: the
+ * one copy mapped must be that file. With --missing, the path names no file: the load must
+ * fail with DIA_ERR_ONNXRUNTIME and a message that names the path.
+ *
+ *   one_ort --option LIBONNXRUNTIME BUNDLE
+ *   one_ort --missing NO_SUCH_FILE BUNDLE
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -44,19 +51,43 @@ static int count_ort_mappings(char *first, size_t first_len) {
 }
 
 int main(int argc, char **argv) {
+  const char *mode = "--host";
+  if (argc == 4) {
+    mode = argv[1];
+    argv++;
+    argc--;
+  }
   if (argc != 3) {
-    fprintf(stderr, "usage: one_ort HOST_LIBONNXRUNTIME BUNDLE\n");
+    fprintf(stderr, "usage: one_ort [--option|--missing] LIBONNXRUNTIME BUNDLE\n");
     return 2;
   }
-  /* The host's own ONNX Runtime, loaded privately (RTLD_LOCAL, as Python's ctypes and most
-   * plug-in hosts do), so its symbols are not global. */
-  void *host_ort = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
-  if (!host_ort) {
-    fprintf(stderr, "one_ort: dlopen %s: %s\n", argv[1], dlerror());
-    return 1;
+  void *host_ort = NULL;
+  DiaModelOptions opts;
+  dia_model_options_init(&opts, sizeof opts);
+  if (strcmp(mode, "--host") == 0) {
+    /* The host's own ONNX Runtime, loaded privately (RTLD_LOCAL, as Python's ctypes and
+     * most plug-in hosts do), so its symbols are not global. */
+    host_ort = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+    if (!host_ort) {
+      fprintf(stderr, "one_ort: dlopen %s: %s\n", argv[1], dlerror());
+      return 1;
+    }
+  } else {
+    opts.ort_library_path = argv[1];
   }
   DiaModel *model = NULL;
-  if (dia_model_load(argv[2], NULL, &model) != DIA_OK) {
+  DiaStatus st = dia_model_load(argv[2], &opts, &model);
+  if (strcmp(mode, "--missing") == 0) {
+    if (st != DIA_ERR_ONNXRUNTIME || model != NULL || !strstr(dia_last_error(), argv[1])) {
+      fprintf(stderr, "one_ort: want DIA_ERR_ONNXRUNTIME naming %s, got %d: %s\n", argv[1],
+              (int)st, dia_last_error());
+      return 1;
+    }
+    printf("a missing ONNX Runtime library: %s\n", dia_last_error());
+    opts.ort_library_path = NULL;
+    st = dia_model_load(argv[2], &opts, &model);
+  }
+  if (st != DIA_OK) {
     fprintf(stderr, "one_ort: dia_model_load: %s\n", dia_last_error());
     return 1;
   }
@@ -72,7 +103,10 @@ int main(int argc, char **argv) {
   }
   char first[PATH_MAX], want[PATH_MAX];
   int n = count_ort_mappings(first, sizeof first);
-  if (!realpath(argv[1], want)) {
+  int missing = strcmp(mode, "--missing") == 0;
+  if (missing) {
+    snprintf(want, sizeof want, "%s", first);
+  } else if (!realpath(argv[1], want)) {
     perror(argv[1]);
     return 1;
   }
@@ -84,10 +118,10 @@ int main(int argc, char **argv) {
     fprintf(stderr, "one_ort: the one mapped is %s, not the host's %s\n", first, want);
     rc = 1;
   } else {
-    printf("one ONNX Runtime in the process: the host's %s\n", want);
+    printf("one ONNX Runtime in the process: %s\n", want);
   }
   dia_audio_free(codes);
   dia_model_free(model);
-  dlclose(host_ort);
+  if (host_ort) dlclose(host_ort);
   return rc;
 }
