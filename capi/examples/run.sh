@@ -17,6 +17,17 @@ case "$(uname -s)" in
   *) dylib="$debug/libdia.so" ;;
 esac
 
+# Installs a missing tool with apt-get when root (CI runs as root on a fresh machine).
+need() {
+  command -v "$1" > /dev/null && return
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get > /dev/null; then
+    apt-get update -qq && apt-get install -y -qq "$2" > /dev/null
+  else
+    echo "capi examples: $1 is missing: install it (apt-get install $2)" >&2
+    exit 1
+  fi
+}
+
 out=build/capi
 rm -rf "$out"
 mkdir -p "$out"
@@ -24,7 +35,8 @@ bundle="$out/bundle"
 "$debug/dia-export" tests/fixtures/tiny-nari --dac tests/fixtures/tiny-dac --out "$bundle" > /dev/null
 
 cc="${CC:-cc}"
-cflags=(-std=c99 -Wall -Wextra -Werror -I capi/include)
+warn=(-std=c99 -Wall -Wextra -Werror)
+cflags=("${warn[@]}" -I capi/include)
 "$cc" "${cflags[@]}" capi/examples/speak.c -L "$debug" -ldia -Wl,-rpath,"$debug" -o "$out/speak"
 static_libs=(-lpthread -lm)
 [[ "$(uname -s)" == Linux ]] && static_libs+=(-ldl -lgcc_s)
@@ -62,15 +74,7 @@ if [[ "$(uname -s)" == Linux ]]; then
   env -u ORT_DYLIB_PATH "$out/one_ort" --option "$out/host-ort/libonnxruntime.so" "$bundle"
   env -u ORT_DYLIB_PATH "$out/one_ort" --missing "$out/host-ort/no-such-libonnxruntime.so" "$bundle"
 
-  # Valgrind (installed when missing: CI runs as root on a fresh machine).
-  if ! command -v valgrind > /dev/null; then
-    if [[ $(id -u) -eq 0 ]] && command -v apt-get > /dev/null; then
-      apt-get update -qq && apt-get install -y -qq valgrind > /dev/null
-    else
-      echo "capi examples: valgrind is missing: install it (apt-get install valgrind)" >&2
-      exit 1
-    fi
-  fi
+  need valgrind valgrind
   # Possible and definite leaks are errors; the suppressions cover ONNX Runtime's own
   # process-lifetime allocations only (see the file).
   log="$out/valgrind.log"
@@ -89,4 +93,28 @@ if [[ "$(uname -s)" == Linux ]]; then
   fi
   echo "capi examples: valgrind: no leaks and no errors of ours ($(grep -oE 'suppressed: [0-9,]+ bytes' "$log" | head -n 1) of ONNX Runtime's own)"
 fi
+# Packaging: install into a prefix, then build against it with pkg-config and with CMake
+# (the C example shared and static, and a C++ one), as a user of the package would.
+prefix="$PWD/$out/prefix"
+capi/install.sh "$prefix" debug > /dev/null
+short_text="[S1] Hello there. [S2] Hi!"
+# shellcheck disable=SC2046 # pkg-config's flags are words
+"$cc" "${warn[@]}" capi/examples/speak.c \
+  $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags --libs dia) \
+  -Wl,-rpath,"$prefix/lib" -o "$out/speak-pkg-config"
+"$out/speak-pkg-config" "$bundle" "$short_text" "$out/pkg-config" 7 > /dev/null
+need cmake cmake
+cmake -S capi/examples -B "$out/cmake" -DCMAKE_PREFIX_PATH="$prefix" \
+  -DCMAKE_C_FLAGS="-Wall -Wextra -Werror" -DCMAKE_CXX_FLAGS="-Wall -Wextra -Werror" > /dev/null
+cmake --build "$out/cmake" > /dev/null
+"$out/cmake/speak" "$bundle" "$short_text" "$out/cmake-shared" 7 > /dev/null
+"$out/cmake/speak_static" "$bundle" "$short_text" "$out/cmake-static" 7 > /dev/null
+for got in pkg-config cmake-shared cmake-static; do
+  if ! cmp -s "$out/short-dia-run.npy" "$out/$got-push.npy"; then
+    echo "capi examples: the codes of the $got build differ from dia-run's" >&2
+    exit 1
+  fi
+done
+"$out/cmake/stream_cxx" "$bundle" "$short_text"
+echo "capi examples: pkg-config and CMake (C shared and static, C++) builds work"
 echo "capi examples passed"
