@@ -93,6 +93,23 @@ if [[ "$(uname -s)" == Linux ]]; then
   fi
   echo "capi examples: valgrind: no leaks and no errors of ours ($(grep -oE 'suppressed: [0-9,]+ bytes' "$log" | head -n 1) of ONNX Runtime's own)"
 fi
+# The README's C loop, as printed there, run in a directory whose "bundle" is the tiny one.
+python3 - "$out/readme.c" <<'PY'
+import re, sys
+readme = open("README.md").read()
+section = readme[readme.index("## Embed from C, C++, Swift or Python"):]
+open(sys.argv[1], "w").write(re.search(r"```c\n(.*?)```", section, re.S).group(1))
+PY
+"$cc" "${cflags[@]}" "$out/readme.c" -L "$debug" -ldia -Wl,-rpath,"$debug" -o "$out/readme"
+mkdir -p "$out/readme-run"
+ln -s ../bundle "$out/readme-run/bundle"
+bytes=$(cd "$out/readme-run" && ../readme | wc -c)
+if [[ $bytes -le 0 || $((bytes % 4)) -ne 0 ]]; then
+  echo "capi examples: the README's C loop wrote $bytes bytes of samples" >&2
+  exit 1
+fi
+echo "capi examples: the README's C loop streamed $((bytes / 4)) samples"
+
 # Packaging: install into a prefix, then build against it with pkg-config and with CMake
 # (the C example shared and static, and a C++ one), as a user of the package would.
 prefix="$PWD/$out/prefix"
