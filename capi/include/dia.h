@@ -336,6 +336,21 @@ DiaStatus dia_sample_rate(const struct DiaModel *model, uint32_t *out_rate);
 // `out_provider` is NULL or writable.
 DiaStatus dia_model_provider(const struct DiaModel *model, DiaExecutionProvider *out_provider);
 
+// How many warnings loading the model gave (a provider that fell back to the CPU, an
+// `ort_library_path` not used because ONNX Runtime was loaded already, a bundle that is slow
+// on its provider); read them with `dia_model_warning`.
+//
+// # Safety
+// `out_count` is NULL or writable.
+DiaStatus dia_model_warning_count(const struct DiaModel *model, size_t *out_count);
+
+// Warning `index` (from 0) of loading the model, as UTF-8 text in `*out_message`, valid until
+// the model is freed; an index past the count gives `DIA_ERR_INVALID_ARGUMENT`.
+//
+// # Safety
+// `out_message` is NULL or writable.
+DiaStatus dia_model_warning(const struct DiaModel *model, size_t index, const char **out_message);
+
 // Push API: generates `options->text`, calling `callback` (if not NULL) with every chunk of
 // audio as it is decoded, and on success stores the whole audio and the codes in
 // `*out_audio` (if `out_audio` is not NULL; free with `dia_audio_free`). At least one of

@@ -9,7 +9,7 @@
 //! Generation goes through the runtime's script path ([`dia_run::script::ScriptPlan`]) as
 //! `dia-run` does, so texts of any length work and a seed gives the CLI's codes.
 
-use std::ffi::{c_char, c_void, CStr};
+use std::ffi::{c_char, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -687,7 +687,15 @@ pub unsafe extern "C" fn dia_model_load(
             return Err(CapiError::BundleDir(dir));
         }
         let model = dia_run::DiaModel::load(&dir, &opts).map_err(CapiError::Load)?;
-        let id = registry::insert(registry::Object::Model(Arc::new(model)));
+        let warnings = model
+            .warnings()
+            .iter()
+            .map(|w| CString::new(w.replace('\0', " ")).expect("NULs replaced"))
+            .collect();
+        let id = registry::insert(registry::Object::Model(Arc::new(registry::ModelEntry {
+            model: Arc::new(model),
+            warnings,
+        })));
         out_model.write(handle(id));
         Ok(())
     })
@@ -739,6 +747,57 @@ pub unsafe extern "C" fn dia_model_provider(
             ExecutionProvider::CoreMl => DIA_EP_COREML,
         };
         unsafe { out_provider.write(p) };
+        Ok(())
+    })
+}
+
+/// How many warnings loading the model gave (a provider that fell back to the CPU, an
+/// `ort_library_path` not used because ONNX Runtime was loaded already, a bundle that is slow
+/// on its provider); read them with `dia_model_warning`.
+///
+/// # Safety
+/// `out_count` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn dia_model_warning_count(
+    model: *const DiaModel,
+    out_count: *mut usize,
+) -> DiaStatus {
+    ffi(|| {
+        let e = registry::model_entry(model as usize, "model")?;
+        if out_count.is_null() {
+            return Err(CapiError::Null { what: "out_count" });
+        }
+        unsafe { out_count.write(e.warnings.len()) };
+        Ok(())
+    })
+}
+
+/// Warning `index` (from 0) of loading the model, as UTF-8 text in `*out_message`, valid until
+/// the model is freed; an index past the count gives `DIA_ERR_INVALID_ARGUMENT`.
+///
+/// # Safety
+/// `out_message` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn dia_model_warning(
+    model: *const DiaModel,
+    index: usize,
+    out_message: *mut *const c_char,
+) -> DiaStatus {
+    ffi(|| {
+        let e = registry::model_entry(model as usize, "model")?;
+        if out_message.is_null() {
+            return Err(CapiError::Null {
+                what: "out_message",
+            });
+        }
+        let w = e.warnings.get(index).ok_or_else(|| {
+            invalid(format!(
+                "warning index {index} is past the model's {} warnings",
+                e.warnings.len()
+            ))
+        })?;
+        // The string lives in the registry's entry until `dia_model_free` drops it.
+        unsafe { out_message.write(w.as_ptr()) };
         Ok(())
     })
 }

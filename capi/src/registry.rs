@@ -12,8 +12,14 @@ use crate::error::CapiError;
 use crate::stream::StreamState;
 use crate::AudioData;
 
+/// A loaded model and its load warnings as C strings (handed out by pointer).
+pub struct ModelEntry {
+    pub model: Arc<DiaModel>,
+    pub warnings: Vec<std::ffi::CString>,
+}
+
 pub enum Object {
-    Model(Arc<DiaModel>),
+    Model(Arc<ModelEntry>),
     Stream(Arc<Mutex<StreamState>>),
     Audio(Arc<AudioData>),
 }
@@ -90,11 +96,15 @@ fn lookup<T>(
         .ok_or(CapiError::Handle { what, kind })
 }
 
-pub fn model(id: usize, what: &'static str) -> Result<Arc<DiaModel>, CapiError> {
+pub fn model_entry(id: usize, what: &'static str) -> Result<Arc<ModelEntry>, CapiError> {
     lookup(id, "model", what, |o| match o {
         Object::Model(m) => Some(Arc::clone(m)),
         _ => None,
     })
+}
+
+pub fn model(id: usize, what: &'static str) -> Result<Arc<DiaModel>, CapiError> {
+    model_entry(id, what).map(|e| Arc::clone(&e.model))
 }
 
 pub fn stream(id: usize, what: &'static str) -> Result<Arc<Mutex<StreamState>>, CapiError> {

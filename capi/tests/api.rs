@@ -866,3 +866,48 @@ fn the_onnxruntime_in_the_process_is_found_by_name() {
         std::fs::canonicalize(loaded).unwrap()
     );
 }
+
+#[test]
+fn load_warnings_are_there_to_read() {
+    // ONNX Runtime is loaded already (by the shared model): a path asked for now is not used,
+    // and the model says so.
+    shared();
+    let dir = bundle(true);
+    let other = cstr(dir.join("manifest.json").to_str().unwrap());
+    let mut mo = model_options();
+    mo.execution_provider = DIA_EP_CPU;
+    mo.ort_library_path = other.as_ptr();
+    let p = cstr(dir.to_str().unwrap());
+    let mut m = null_mut();
+    assert_eq!(
+        unsafe { dia_model_load(p.as_ptr(), &mo, &mut m) },
+        DIA_OK,
+        "{}",
+        last_error()
+    );
+    let mut n = 0;
+    assert_eq!(unsafe { dia_model_warning_count(m, &mut n) }, DIA_OK);
+    assert_eq!(n, 1);
+    let mut msg = null();
+    assert_eq!(unsafe { dia_model_warning(m, 0, &mut msg) }, DIA_OK);
+    let msg = unsafe { CStr::from_ptr(msg) }.to_str().unwrap();
+    assert!(
+        msg.contains("already loaded") && msg.contains("manifest.json is not used"),
+        "{msg}"
+    );
+    let mut unused = null();
+    expect(
+        unsafe { dia_model_warning(m, 1, &mut unused) },
+        DIA_ERR_INVALID_ARGUMENT,
+        "warning index 1 is past the model's 1 warnings",
+    );
+    // The default load has none.
+    assert_eq!(unsafe { dia_model_warning_count(shared(), &mut n) }, DIA_OK);
+    assert_eq!(n, 0);
+    assert_eq!(dia_model_free(m), DIA_OK);
+    expect(
+        unsafe { dia_model_warning_count(m, &mut n) },
+        DIA_ERR_INVALID_HANDLE,
+        "model",
+    );
+}
