@@ -911,3 +911,52 @@ fn load_warnings_are_there_to_read() {
         "model",
     );
 }
+
+#[test]
+fn a_stream_in_use_by_another_thread_is_busy() {
+    // A first chunk of 200 frames: its dia_stream_next runs the encoder and ~200 steps, long
+    // enough for the other thread to find the stream in use.
+    let text = cstr("[S1] Hello there. [S2] Hi!");
+    let opts = DiaGenerateOptions {
+        max_tokens: 0,
+        first_chunk_frames: 200,
+        ..gen_options(&text, 6)
+    };
+    let mut s = null_mut();
+    assert_eq!(unsafe { dia_stream_start(shared(), &opts, &mut s) }, DIA_OK);
+    let id = s as usize;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let statuses = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut c = new_chunk();
+            let st = unsafe { dia_stream_next(id as *mut DiaStream, &mut c) };
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            assert_eq!(st, DIA_OK, "{}", last_error());
+        });
+        let mut seen = Vec::new();
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            let mut got = DiaCodes {
+                struct_size: std::mem::size_of::<DiaCodes>(),
+                codes: null(),
+                frames: 0,
+                channels: 0,
+            };
+            let st = unsafe { dia_stream_codes(id as *const DiaStream, &mut got) };
+            if st == DIA_ERR_BUSY {
+                assert!(last_error().contains("in use by another thread"));
+            }
+            seen.push(st);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        seen
+    });
+    assert!(statuses.contains(&DIA_ERR_BUSY), "{statuses:?}");
+    // Before or after the other thread held it: not finished, which is no harm.
+    assert!(statuses
+        .iter()
+        .all(|&s| s == DIA_ERR_BUSY || s == DIA_ERR_INVALID_ARGUMENT));
+    // And it goes on after.
+    let chunks = pull(s);
+    assert_eq!(chunks.last().unwrap().1, 1);
+    dia_stream_free(s);
+}
