@@ -387,8 +387,9 @@ DiaStatus dia_audio_get(const struct DiaAudio *audio, struct DiaAudioData *out);
 // `DIA_ERR_INVALID_HANDLE`.
 DiaStatus dia_audio_free(struct DiaAudio *audio);
 
-// Pull API: starts generating `options->text` (the encoder runs on the first
-// `dia_stream_next`'s thread, not here) into `*out_stream`. Free it with `dia_stream_free`.
+// Pull API: starts generating `options->text` into `*out_stream` (options are checked and a
+// voice prompt is encoded here; the text encoder and the decoder run in `dia_stream_next`).
+// Free it with `dia_stream_free`.
 //
 // # Safety
 // As `dia_generate`; `out_stream` is NULL or writable.

@@ -952,8 +952,9 @@ pub extern "C" fn dia_audio_free(audio: *mut DiaAudio) -> DiaStatus {
     ffi(|| registry::remove(audio as usize, "audio", "audio"))
 }
 
-/// Pull API: starts generating `options->text` (the encoder runs on the first
-/// `dia_stream_next`'s thread, not here) into `*out_stream`. Free it with `dia_stream_free`.
+/// Pull API: starts generating `options->text` into `*out_stream` (options are checked and a
+/// voice prompt is encoded here; the text encoder and the decoder run in `dia_stream_next`).
+/// Free it with `dia_stream_free`.
 ///
 /// # Safety
 /// As `dia_generate`; `out_stream` is NULL or writable.

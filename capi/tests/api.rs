@@ -904,6 +904,14 @@ fn load_warnings_are_there_to_read() {
     // The default load has none.
     assert_eq!(unsafe { dia_model_warning_count(shared(), &mut n) }, DIA_OK);
     assert_eq!(n, 0);
+    let mut ep = -1;
+    assert_eq!(unsafe { dia_model_provider(m, &mut ep) }, DIA_OK);
+    assert_eq!(ep, DIA_EP_CPU);
+    expect(
+        unsafe { dia_model_provider(m, null_mut()) },
+        DIA_ERR_NULL_POINTER,
+        "out_provider is NULL",
+    );
     assert_eq!(dia_model_free(m), DIA_OK);
     expect(
         unsafe { dia_model_warning_count(m, &mut n) },
