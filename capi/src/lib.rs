@@ -519,9 +519,18 @@ unsafe fn request(o: &DiaGenerateOptions) -> Result<Request, CapiError> {
                         o.voice_n
                     )));
                 }
-                let total = o.voice_n.checked_mul(channels).ok_or_else(|| {
-                    invalid("voice_n * voice_channels overflows: voice_n is samples per channel")
-                })?;
+                // No slice may span more than isize::MAX bytes.
+                let total = o
+                    .voice_n
+                    .checked_mul(channels)
+                    .filter(|&t| t <= isize::MAX as usize / std::mem::size_of::<f32>())
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "voice_n ({}) * voice_channels ({channels}) is more samples than \
+                             memory holds: voice_n is samples per channel",
+                            o.voice_n
+                        ))
+                    })?;
                 // SAFETY: the caller promises `voice_n` samples of `voice_channels` channels.
                 let interleaved = unsafe { std::slice::from_raw_parts(o.voice_samples, total) };
                 // Mono mix-down: the mean of the channels, summed in the order `dia-run`'s audio

@@ -666,6 +666,14 @@ fn codes_and_voice_prompts_are_the_clis() {
     opts.voice_channels = 2;
     assert_eq!(codes_of(model, &opts), want);
 
+    // A count no memory holds is refused before the samples are touched.
+    let mut huge = opts;
+    huge.voice_n = usize::MAX / 2;
+    expect(
+        unsafe { dia_generate_codes(model, &huge, &mut null_mut()) },
+        DIA_ERR_INVALID_ARGUMENT,
+        "more samples than memory holds",
+    );
     opts.voice_sample_rate = 10;
     expect(
         unsafe { dia_generate_codes(model, &opts, &mut null_mut()) },
