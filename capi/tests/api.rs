@@ -976,3 +976,42 @@ fn a_stream_in_use_by_another_thread_is_busy() {
     assert_eq!(chunks.last().unwrap().1, 1);
     dia_stream_free(s);
 }
+
+#[test]
+fn a_provider_that_cannot_load_falls_back_to_the_cpu_and_says_why() {
+    // This ONNX Runtime (the CPU wheel's) has no CUDA provider.
+    let dir = cstr(bundle(true).to_str().unwrap());
+    let mut mo = model_options();
+    mo.execution_provider = DIA_EP_CUDA;
+    mo.device_id = 1;
+    let mut m = null_mut();
+    assert_eq!(
+        unsafe { dia_model_load(dir.as_ptr(), &mo, &mut m) },
+        DIA_OK,
+        "{}",
+        last_error()
+    );
+    let mut ep = -1;
+    assert_eq!(unsafe { dia_model_provider(m, &mut ep) }, DIA_OK);
+    assert_eq!(ep, DIA_EP_CPU);
+    let mut n = 0;
+    assert_eq!(unsafe { dia_model_warning_count(m, &mut n) }, DIA_OK);
+    let warnings: Vec<String> = (0..n)
+        .map(|i| {
+            let mut msg = null();
+            assert_eq!(unsafe { dia_model_warning(m, i, &mut msg) }, DIA_OK);
+            unsafe { CStr::from_ptr(msg) }.to_str().unwrap().to_string()
+        })
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("cuda execution provider could not be loaded")),
+        "{warnings:?}"
+    );
+    // And it generates there, as on the CPU.
+    let text = cstr("[S1] Hi.");
+    let opts = gen_options(&text, 2);
+    assert_eq!(codes_of(m, &opts), codes_of(shared(), &opts));
+    assert_eq!(dia_model_free(m), DIA_OK);
+}
