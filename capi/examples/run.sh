@@ -63,6 +63,10 @@ for c in "${cases[@]}"; do
   echo "capi examples: $name: C (shared, static) and Python codes equal dia-run's"
 done
 
+# Three threads generating on one model at once, from C: each gets the codes it gets alone.
+"$cc" "${cflags[@]}" capi/tests/threads.c -L "$debug" -ldia -lpthread -Wl,-rpath,"$debug" -o "$out/threads"
+"$out/threads" "$bundle"
+
 if [[ "$(uname -s)" == Linux ]]; then
   # A host that dlopens its own copy of ONNX Runtime (another file than .onnxruntime's),
   # then loads a model with no library path: one libonnxruntime mapped, the host's.

@@ -5,7 +5,7 @@
  * they can be compared with it byte for byte.
  *
  *   cc -std=c99 -Wall -I capi/include capi/examples/speak.c -L TARGET/debug -ldia -o speak
- *   ./speak BUNDLE "[S1] Hello." OUT [SEED] [MAX_TOKENS]
+ *   ./speak BUNDLE "[S1] Hello." OUT [SEED] [MAX_TOKENS] [cpu|cuda|auto [CUDA_GRAPH]]
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -93,7 +93,8 @@ static int32_t on_chunk(const float *samples, size_t n, const DiaProgress *p, vo
 
 int main(int argc, char **argv) {
   if (argc < 4) {
-    fprintf(stderr, "usage: speak BUNDLE TEXT OUT_PREFIX [SEED] [MAX_TOKENS]\n");
+    fprintf(stderr,
+            "usage: speak BUNDLE TEXT OUT_PREFIX [SEED] [MAX_TOKENS] [cpu|cuda|auto [CUDA_GRAPH]]\n");
     return 2;
   }
   const char *bundle = argv[1], *text = argv[2], *out = argv[3];
@@ -106,12 +107,25 @@ int main(int argc, char **argv) {
   DiaModelOptions mopts;
   DiaStatus st = dia_model_options_init(&mopts, sizeof mopts);
   if (st != DIA_OK) return fail("dia_model_options_init", st);
-  mopts.execution_provider = DIA_EP_CPU;
+  const char *ep = argc > 6 ? argv[6] : "cpu";
+  mopts.execution_provider = strcmp(ep, "cuda") == 0   ? DIA_EP_CUDA
+                             : strcmp(ep, "auto") == 0 ? DIA_EP_AUTO
+                                                       : DIA_EP_CPU;
+  mopts.cuda_graph = argc > 7 ? atoi(argv[7]) : 0;
   DiaModel *model = NULL;
   st = dia_model_load(bundle, &mopts, &model);
   if (st != DIA_OK) return fail("dia_model_load", st);
   uint32_t rate = 0;
   dia_sample_rate(model, &rate);
+  DiaExecutionProvider used = DIA_EP_CPU;
+  dia_model_provider(model, &used);
+  size_t warnings = 0;
+  dia_model_warning_count(model, &warnings);
+  for (size_t i = 0; i < warnings; i++) {
+    const char *w = NULL;
+    if (dia_model_warning(model, i, &w) == DIA_OK) fprintf(stderr, "warning: %s\n", w);
+  }
+  if (used != DIA_EP_CPU) printf("running on %s\n", used == DIA_EP_CUDA ? "CUDA" : "Core ML");
 
   DiaGenerateOptions gen;
   dia_generate_options_init(&gen, sizeof gen);
