@@ -210,6 +210,16 @@ impl DiaModel {
         self.decoder.checkout(cross)
     }
 
+    /// The decoder's cross inputs for `text` (conditional tokens, unpadded), padded to `bucket`
+    /// text positions.
+    pub(crate) fn encode_cross(
+        &self,
+        text: &[i64],
+        bucket: usize,
+    ) -> Result<crate::encoder::CrossInputs, RuntimeError> {
+        self.encoder.encode(text, bucket)
+    }
+
     /// Encoder states `[2, len, E]` for `text` (unpadded conditional tokens), padded with 0
     /// tokens to `pad_to` first if given (as the reference pads), for parity tests.
     pub fn encoder_states(
