@@ -17,6 +17,8 @@ use dia_run::{DiaModel, ExecutionProvider, GenerateOptions, ModelOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::process::ExitCode;
 
+mod batch_cli;
+
 /// Generate speech with a Dia ONNX bundle.
 #[derive(Parser, Debug)]
 #[command(version)]
@@ -111,6 +113,12 @@ struct Args {
     /// Benchmark: run --max-tokens steps (EOS ignored), write nothing, report speed.
     #[arg(long)]
     bench: bool,
+    /// Decode N utterances at once in one batch (fused bundles): the script has one utterance
+    /// per line, and --out / --save-codes name directories that get NNNN.wav / NNNN.npy per
+    /// line. Each line gets seed --seed + its index.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024),
+          conflicts_with_all = ["stream", "bench", "format"])]
+    batch: Option<u32>,
 }
 
 /// `--threads`: a count of 1 or more (0 would leave ONNX Runtime to choose, which is what
@@ -225,9 +233,88 @@ fn main() -> ExitCode {
     }
 }
 
+fn load_model(args: &Args) -> Result<DiaModel> {
+    let model = DiaModel::load(
+        &args.bundle,
+        &ModelOptions {
+            threads: args.threads,
+            provider: args.ep,
+            cuda_graph: args.cuda_graph,
+            coreml_units: args.coreml_units,
+            coreml_cache_dir: None,
+            profile: args.ort_profile.clone(),
+            ..ModelOptions::default()
+        },
+    )?;
+    for w in model.warnings() {
+        eprintln!("warning: {w}");
+    }
+    Ok(model)
+}
+
+/// The voice prompt of --prompt-audio / --prompt-text, encoded by the bundle's codec.
+fn voice_prompt(args: &Args, model: &DiaModel) -> Result<Option<VoicePrompt>> {
+    let (Some(wav), Some(transcript)) = (&args.prompt_audio, &args.prompt_text) else {
+        return Ok(None);
+    };
+    let (samples, sr) = read_audio_mono(wav)?;
+    let samples = resample(&samples, sr, model.sample_rate())?;
+    Ok(Some(VoicePrompt {
+        codes: model.encode_audio(&samples)?,
+        // As in the reference's voice cloning: the transcript goes before the text.
+        transcript: transcript.clone(),
+    }))
+}
+
+fn generate_options(args: &Args) -> GenerateOptions {
+    GenerateOptions {
+        max_tokens: args.max_tokens,
+        cfg_scale: args.cfg_scale,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        cfg_filter_top_k: args.cfg_filter_top_k,
+        seed: args.seed,
+        audio_prompt: None,
+        ignore_eos: args.bench,
+    }
+}
+
+fn run_batch(args: &Args, text: &str) -> Result<()> {
+    let lines = batch_cli::lines_of(text)?;
+    let model = load_model(args)?;
+    let voice = voice_prompt(args, &model)?;
+    let mut opts = generate_options(args);
+    let lines = match voice {
+        Some(v) => {
+            opts.audio_prompt = Some(v.codes);
+            lines
+                .into_iter()
+                .map(|l| format!("{}{l}", v.transcript))
+                .collect()
+        }
+        None => lines,
+    };
+    batch_cli::run(
+        &model,
+        batch_cli::BatchRun {
+            slots: args.batch.unwrap_or(1) as usize,
+            lines,
+            opts,
+            out_dir: args.out.as_deref(),
+            codes_dir: args.save_codes.as_deref(),
+            float: args.float,
+            json: args.json,
+            quiet: args.quiet,
+        },
+    )
+}
+
 fn run(args: Args) -> Result<()> {
     let start = Instant::now();
     let text = read_text(&args)?;
+    if args.batch.is_some() {
+        return run_batch(&args, &text);
+    }
     if args.stream && args.out.is_none() {
         bail!("--stream needs somewhere to stream to: --out - (stdout) or --out FILE.wav");
     }
@@ -244,53 +331,14 @@ fn run(args: Args) -> Result<()> {
         check_writable(p)?;
     }
 
-    let model = DiaModel::load(
-        &args.bundle,
-        &ModelOptions {
-            threads: args.threads,
-            provider: args.ep,
-            cuda_graph: args.cuda_graph,
-            coreml_units: args.coreml_units,
-            coreml_cache_dir: None,
-            profile: args.ort_profile.clone(),
-            ..ModelOptions::default()
-        },
-    )?;
-    for w in model.warnings() {
-        eprintln!("warning: {w}");
-    }
+    let model = load_model(&args)?;
     if args.out.is_some() {
         // Before spending time on generation.
         model.require_codec("write audio")?;
     }
 
-    let mut voice = None;
-    if let (Some(wav), Some(transcript)) = (&args.prompt_audio, &args.prompt_text) {
-        let rate = model
-            .manifest()
-            .dac
-            .as_ref()
-            .map(|d| d.sample_rate)
-            .unwrap_or(44100);
-        let (samples, sr) = read_audio_mono(wav)?;
-        let samples = resample(&samples, sr, rate)?;
-        voice = Some(VoicePrompt {
-            codes: model.encode_audio(&samples)?,
-            // As in the reference's voice cloning: the transcript goes before the text.
-            transcript: transcript.clone(),
-        });
-    }
-
-    let opts = GenerateOptions {
-        max_tokens: args.max_tokens,
-        cfg_scale: args.cfg_scale,
-        temperature: args.temperature,
-        top_p: args.top_p,
-        cfg_filter_top_k: args.cfg_filter_top_k,
-        seed: args.seed,
-        audio_prompt: None,
-        ignore_eos: args.bench,
-    };
+    let voice = voice_prompt(&args, &model)?;
+    let opts = generate_options(&args);
     let sopts = ScriptOptions {
         carry: !args.no_carry,
         crossfade_s: args.crossfade_ms / 1000.0,

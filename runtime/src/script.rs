@@ -117,10 +117,13 @@ impl ScriptPlan {
         let max_tokens = window.saturating_sub(voice_tokens + parts - 1) / parts;
         let splittable = segment_steps > max_delay + 1 && max_tokens >= 8;
         let fits_window = voice_tokens + count_tokens(script) <= window;
-        // Whole, as given, when it fits one generation, or fits the window but the frame
-        // budget is too small to split (a short --max-tokens: the user asked for that).
+        // Whole, as given, when it fits the text window and either its estimated frames fit
+        // the budget or the budget is the user's own (`max_tokens`: one generation of at most
+        // that many steps, as the reference's `generate`).
         if fits_window
-            && (1 + voice_frames + estimate(script.len()) + max_delay <= steps || !splittable)
+            && (opts.max_tokens.is_some()
+                || 1 + voice_frames + estimate(script.len()) + max_delay <= steps
+                || !splittable)
         {
             // The segmenter's checks and warnings still apply.
             let split = split_script(

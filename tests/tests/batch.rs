@@ -277,3 +277,67 @@ fn a_bundle_that_cannot_batch_says_so() {
         assert!(err.contains("1 to 1024"), "{err}");
     }
 }
+
+#[test]
+fn dia_run_batch_writes_one_file_per_line_equal_to_single_runs() {
+    let b = target_bundle(Target::Fused, DType::F32, None);
+    let dir = tempfile::tempdir().unwrap();
+    let lines = dir.path().join("lines.txt");
+    let texts = [
+        "[S1] Hello there.",
+        "[S2] Hi! How are you today?",
+        "[S1] Fine, thanks.",
+    ];
+    // A blank line is skipped, not an utterance.
+    std::fs::write(
+        &lines,
+        format!("{}\n\n{}\n{}\n", texts[0], texts[1], texts[2]),
+    )
+    .unwrap();
+    let codes = dir.path().join("codes");
+    let common = ["--max-tokens", "60", "--seed", "100"];
+    let mut args = vec![
+        "--text-file",
+        lines.to_str().unwrap(),
+        "--batch",
+        "2",
+        "--save-codes",
+        codes.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend(common);
+    let o = dia_tests::dia_run(&b, &args);
+    assert!(o.status.success(), "{}", dia_tests::stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["utterances"], 3);
+    for (i, text) in texts.iter().enumerate() {
+        let single = dir.path().join(format!("single{i}.npy"));
+        let seed = (100 + i).to_string();
+        let o = dia_tests::dia_run(
+            &b,
+            &[
+                "--text",
+                text,
+                "--max-tokens",
+                "60",
+                "--seed",
+                &seed,
+                "--save-codes",
+                single.to_str().unwrap(),
+            ],
+        );
+        assert!(o.status.success(), "{}", dia_tests::stderr(&o));
+        let read =
+            |p: &std::path::Path| -> ndarray::Array2<i64> { ndarray_npy::read_npy(p).unwrap() };
+        let got = read(&codes.join(format!("{:04}.npy", i + 1)));
+        assert_eq!(got, read(&single), "line {}", i + 1);
+    }
+    // Streaming is one utterance at a time.
+    let o = dia_tests::dia_run(&b, &["--text", "[S1] Hi.", "--batch", "2", "--stream"]);
+    assert!(!o.status.success());
+    assert!(
+        dia_tests::stderr(&o).contains("--stream"),
+        "{}",
+        dia_tests::stderr(&o)
+    );
+}
