@@ -4,6 +4,7 @@
 //!
 //! ```sh
 //! cargo run --release -p dia-run --example stream -- BUNDLE_DIR [--ep EP] [--cuda-graph] [--utterances N] [--text T]
+//!     [--conv-heuristic] [--conv1d-nc1d] [--profile PREFIX]
 //! ```
 //! Prints one JSON line per utterance: `first_audio_seconds`, `audio_seconds`,
 //! `steps_per_second` (decoder steps and streamed codec together) and whether it was the cold one.
@@ -25,6 +26,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         match a.as_str() {
             "--ep" => opts.provider = args.next().ok_or("--ep needs a provider")?.parse()?,
             "--cuda-graph" => opts.cuda_graph = true,
+            "--conv-heuristic" => opts.conv_search = dia_run::providers::ConvSearch::Heuristic,
+            "--conv1d-nc1d" => opts.conv1d_nc1d = true,
+            "--profile" => {
+                opts.profile = Some(args.next().ok_or("--profile needs a prefix")?.into())
+            }
             "--utterances" => utterances = args.next().ok_or("--utterances needs N")?.parse()?,
             "--text" => text = args.next().ok_or("--text needs a script")?,
             _ => bundle = Some(PathBuf::from(a)),

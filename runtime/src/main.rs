@@ -100,10 +100,17 @@ struct Args {
     /// Intra-op threads for ONNX Runtime, 1 or more (default: all cores).
     #[arg(long, value_name = "N", value_parser = parse_threads, allow_negative_numbers = true)]
     threads: Option<usize>,
-    /// Write ONNX Runtime's per-node profile of the decoder step to PREFIX_<time>.json
+    /// Write ONNX Runtime's per-node profile of each graph to PREFIX_<graph>_<time>.json
     /// (summarise it with scripts/ort_profile_summary.py).
     #[arg(long, value_name = "PREFIX")]
     ort_profile: Option<PathBuf>,
+    /// With --ep cuda: how cuDNN picks the codec's convolution algorithms: exhaustive (time
+    /// every algorithm once per input shape) or heuristic.
+    #[arg(long, default_value = "exhaustive")]
+    cudnn_conv_search: dia_run::providers::ConvSearch,
+    /// With --ep cuda: run the codec's 1-D convolutions as [N, C, 1, L] for cuDNN.
+    #[arg(long)]
+    conv1d_nc1d: bool,
     /// No progress bar and no summary line.
     #[arg(long)]
     quiet: bool,
@@ -243,6 +250,8 @@ fn load_model(args: &Args) -> Result<DiaModel> {
             coreml_units: args.coreml_units,
             coreml_cache_dir: None,
             profile: args.ort_profile.clone(),
+            conv_search: args.cudnn_conv_search,
+            conv1d_nc1d: args.conv1d_nc1d,
             ..ModelOptions::default()
         },
     )?;

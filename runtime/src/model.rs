@@ -35,9 +35,14 @@ pub struct ModelOptions {
     pub coreml_units: providers::CoreMlUnits,
     /// CoreML only: compiled-model cache directory (default: `coreml-cache/` in the bundle).
     pub coreml_cache_dir: Option<PathBuf>,
-    /// Profile the decoder step with ONNX Runtime's profiler into `<prefix>_<time>.json`
+    /// Profile every graph with ONNX Runtime's profiler into `<prefix>_<graph>_<time>.json`
     /// (written when the model is dropped).
     pub profile: Option<PathBuf>,
+    /// CUDA only: cuDNN's convolution algorithm search (the codec's convolutions).
+    pub conv_search: providers::ConvSearch,
+    /// CUDA only: 1-D convolutions as `[N, C, 1, L]` for cuDNN (see
+    /// [`providers::ProviderOptions::conv1d_nc1d`]).
+    pub conv1d_nc1d: bool,
 }
 
 pub struct DiaModel {
@@ -72,6 +77,8 @@ impl DiaModel {
             coreml_units: opts.coreml_units,
             coreml_cache_dir: opts.coreml_cache_dir.clone(),
             profile: opts.profile.clone(),
+            conv_search: opts.conv_search,
+            conv1d_nc1d: opts.conv1d_nc1d,
         };
         let g = &manifest.graphs;
         let cfg = &manifest.config;

@@ -75,11 +75,39 @@ impl std::str::FromStr for CoreMlUnits {
     }
 }
 
+/// How cuDNN picks convolution algorithms (the codec's convolutions; CUDA only).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConvSearch {
+    /// ONNX Runtime's default: time every algorithm for each new input shape.
+    #[default]
+    Exhaustive,
+    /// cuDNN's heuristics, no timing: no first-call cost per shape.
+    Heuristic,
+}
+
+impl std::str::FromStr for ConvSearch {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "exhaustive" => Ok(Self::Exhaustive),
+            "heuristic" => Ok(Self::Heuristic),
+            _ => Err(format!(
+                "unknown cuDNN convolution search `{s}` (exhaustive, heuristic)"
+            )),
+        }
+    }
+}
+
 /// Provider settings beyond the choice of provider.
 #[derive(Clone, Debug, Default)]
 pub struct ProviderOptions {
     /// CUDA: capture the step as a CUDA graph.
     pub cuda_graph: bool,
+    /// CUDA: cuDNN's convolution algorithm search.
+    pub conv_search: ConvSearch,
+    /// CUDA: run 1-D convolutions as `[N, C, 1, L]` (cuDNN's fast path for long 1-D inputs)
+    /// instead of ONNX Runtime's default `[N, C, L, 1]`.
+    pub conv1d_nc1d: bool,
     /// CoreML: compute units.
     pub coreml_units: CoreMlUnits,
     /// CoreML: where compiled models are cached, so the second start is fast.
@@ -110,7 +138,14 @@ pub fn register(
     let mut warning = None;
     for ep in wanted.candidates() {
         let dispatch = match ep {
-            ExecutionProvider::Cuda => ep::CUDA::default().with_cuda_graph(opts.cuda_graph).build(),
+            ExecutionProvider::Cuda => ep::CUDA::default()
+                .with_cuda_graph(opts.cuda_graph)
+                .with_conv_algorithm_search(match opts.conv_search {
+                    ConvSearch::Exhaustive => ep::cuda::ConvAlgorithmSearch::Exhaustive,
+                    ConvSearch::Heuristic => ep::cuda::ConvAlgorithmSearch::Heuristic,
+                })
+                .with_conv1d_pad_to_nc1d(opts.conv1d_nc1d)
+                .build(),
             ExecutionProvider::CoreMl => coreml(opts),
             _ => continue,
         }

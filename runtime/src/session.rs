@@ -22,6 +22,8 @@ pub struct SessionSettings {
     pub coreml_units: CoreMlUnits,
     pub coreml_cache_dir: Option<PathBuf>,
     pub profile: Option<PathBuf>,
+    pub conv_search: providers::ConvSearch,
+    pub conv1d_nc1d: bool,
 }
 
 /// An opened session and the provider it runs on (with a warning if that is not the one
@@ -68,11 +70,18 @@ pub fn open(
         // decoder step needs. The step's own threads keep spinning (benchmarks/cpu.md).
         b = b.with_intra_op_spinning(false).map_err(ort::Error::from)?;
     }
-    if let (Some(prefix), true) = (&s.profile, step) {
-        b = b.with_profiling(prefix).map_err(ort::Error::from)?;
+    if let Some(prefix) = &s.profile {
+        // One profile per graph: PREFIX_decoder_step_<time>.json, PREFIX_dac_decoder_...
+        let mut p = prefix.clone().into_os_string();
+        p.push(format!("_{role}"));
+        b = b
+            .with_profiling(PathBuf::from(p))
+            .map_err(ort::Error::from)?;
     }
     let popts = providers::ProviderOptions {
         cuda_graph: s.cuda_graph && step,
+        conv_search: s.conv_search,
+        conv1d_nc1d: s.conv1d_nc1d,
         coreml_units: s.coreml_units,
         coreml_cache_dir: Some(
             s.coreml_cache_dir
