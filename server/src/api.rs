@@ -251,49 +251,50 @@ async fn add_voice(State(app): AppState, req: Request) -> Result<Response, ApiEr
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/form-data"));
-    let (name, transcript, audio) =
-        if multipart {
-            let mut form = Multipart::from_request(req, &())
-                .await
-                .map_err(|e| ApiError::status_with(e.status(), e.body_text()))?;
-            let (mut name, mut transcript, mut audio) = (None, None, None);
-            while let Some(field) = form.next_field().await.map_err(multipart_error)? {
-                let key = field.name().unwrap_or_default().to_string();
-                match key.as_str() {
-                    "name" => name = Some(field.text().await.map_err(multipart_error)?),
-                    "transcript" => transcript = Some(field.text().await.map_err(multipart_error)?),
-                    "file" | "audio" => audio = Some(field.bytes().await.map_err(multipart_error)?),
-                    other => return Err(ApiError::invalid_param(
+    let (name, transcript, audio) = if multipart {
+        let mut form = Multipart::from_request(req, &())
+            .await
+            .map_err(|e| ApiError::status_with(e.status(), e.body_text()))?;
+        let (mut name, mut transcript, mut audio) = (None, None, None);
+        while let Some(field) = form.next_field().await.map_err(multipart_error)? {
+            let key = field.name().unwrap_or_default().to_string();
+            match key.as_str() {
+                "name" => name = Some(field.text().await.map_err(multipart_error)?),
+                "transcript" => transcript = Some(field.text().await.map_err(multipart_error)?),
+                "file" | "audio" => audio = Some(field.bytes().await.map_err(multipart_error)?),
+                other => {
+                    return Err(ApiError::invalid_param(
                         other,
                         "unknown_field",
                         format!(
                             "unknown form field `{other}`: send `name`, `transcript` and `file`"
                         ),
-                    )),
+                    ))
                 }
             }
-            let missing = |f: &str| {
-                ApiError::invalid_param(f, "missing_field", format!("the form has no `{f}` field"))
-            };
-            (
-                name.ok_or_else(|| missing("name"))?,
-                transcript.ok_or_else(|| missing("transcript"))?,
-                audio.ok_or_else(|| missing("file"))?,
-            )
-        } else {
-            let bytes = Bytes::from_request(req, &()).await?;
-            let up: VoiceUpload = parse_json(&bytes)?;
-            let audio = base64::engine::general_purpose::STANDARD
-                .decode(up.audio.trim())
-                .map_err(|e| {
-                    ApiError::invalid_param(
-                        "audio",
-                        "invalid_base64",
-                        format!("`audio` is not base64: {e}"),
-                    )
-                })?;
-            (up.name, up.transcript, Bytes::from(audio))
+        }
+        let missing = |f: &str| {
+            ApiError::invalid_param(f, "missing_field", format!("the form has no `{f}` field"))
         };
+        (
+            name.ok_or_else(|| missing("name"))?,
+            transcript.ok_or_else(|| missing("transcript"))?,
+            audio.ok_or_else(|| missing("file"))?,
+        )
+    } else {
+        let bytes = Bytes::from_request(req, &()).await?;
+        let up: VoiceUpload = parse_json(&bytes)?;
+        let audio = base64::engine::general_purpose::STANDARD
+            .decode(up.audio.trim())
+            .map_err(|e| {
+                ApiError::invalid_param(
+                    "audio",
+                    "invalid_base64",
+                    format!("`audio` is not base64: {e}"),
+                )
+            })?;
+        (up.name, up.transcript, Bytes::from(audio))
+    };
     let voices = app.voices.clone();
     let info = tokio::task::spawn_blocking(move || voices.add(&name, &transcript, &audio))
         .await
