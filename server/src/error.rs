@@ -130,10 +130,25 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::Busy { .. } => ApiError::busy(e.to_string(), 1),
-            EngineError::Invalid(m) => ApiError::invalid(m),
+            EngineError::Invalid(m) => ApiError::invalid(api_names(&m)),
             EngineError::Failed(_) => ApiError::internal(e.to_string()),
         }
     }
+}
+
+/// The runtime names its options as `dia-run`'s flags; the API calls them by their fields.
+fn api_names(message: &str) -> String {
+    let mut m = message.to_string();
+    for (flag, field) in [
+        ("--max-tokens", "max_tokens"),
+        ("--cfg-filter-top-k", "cfg_filter_top_k"),
+        ("--cfg-scale", "cfg_scale"),
+        ("--temperature", "temperature"),
+        ("--top-p", "top_p"),
+    ] {
+        m = m.replace(flag, &format!("`{field}`"));
+    }
+    m.replace(" (export with a larger --max-frames for longer audio)", "")
 }
 
 impl From<BytesRejection> for ApiError {
