@@ -274,7 +274,11 @@ async fn long_input_is_segmented() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_openai_errors() {
-    let s = Server::start(|c| c.api.max_input_chars = 200).await;
+    let s = Server::start(|c| {
+        c.api.max_input_chars = 200;
+        c.api.max_buffered_frames = 300;
+    })
+    .await;
     let ok = json!({"model": "dia", "input": "[S1] Hi."});
     let with = |k: &str, v: Value| {
         let mut b = ok.clone();
@@ -303,6 +307,11 @@ async fn bad_requests_get_openai_errors() {
         ),
         (with("input", json!("   ")), 400, "`input` is empty"),
         (with("input", json!("a".repeat(201))), 400, "201 characters"),
+        (
+            with("input", json!("[S1] Quite a long script. ".repeat(7))),
+            400,
+            "ask for it streamed",
+        ),
         (with("model", json!("gpt-5")), 400, "unknown model"),
         (
             with("temperature", json!("hot")),
@@ -495,6 +504,27 @@ async fn busy_then_disconnect_frees_the_slot() {
         .await;
     assert_eq!(r.status(), 200);
     assert!(header(&r, "x-dia-samples").parse::<usize>().unwrap() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_file_client_gone_cancels() {
+    let s = Server::start(|_| {}).await;
+    let mut body = long_request();
+    body.as_object_mut().unwrap().remove("stream_format");
+    let req = s.post("/v1/audio/speech").json(&body);
+    let client = tokio::spawn(async move { req.send().await });
+    let t = Instant::now();
+    while s.get_json("/health").await["running"] != 1 {
+        assert!(t.elapsed() < Duration::from_secs(10), "never ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    client.abort();
+    wait_idle(&s, Duration::from_secs(5)).await;
+    let live = s.get_json("/v1/audio/requests").await;
+    assert_eq!(live["requests"].as_array().unwrap().len(), 0, "{live}");
+    let st = s.get_json("/v1/audio/requests/1").await;
+    assert_eq!(st["state"], "cancelled", "{st}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
