@@ -682,3 +682,19 @@ async fn models_page_metrics() {
         .unwrap();
     assert!(fps > 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_generations_match_sequential_ones() {
+    let s = Server::start(|c| c.engine.max_concurrent = 2).await;
+    let body =
+        |seed: u64| json!({"model": "dia", "input": "[S1] Two at once. [S2] Fine.", "seed": seed});
+    let mut alone = Vec::new();
+    for seed in [1, 2] {
+        alone.push(s.speech(body(seed)).await.bytes().await.unwrap());
+    }
+    let (a, b) = tokio::join!(s.speech(body(1)), s.speech(body(2)));
+    let (a, b) = (a.bytes().await.unwrap(), b.bytes().await.unwrap());
+    assert_eq!(a, alone[0]);
+    assert_eq!(b, alone[1]);
+    assert_ne!(a, b);
+}
