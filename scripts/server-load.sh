@@ -6,6 +6,7 @@
 #
 #   scripts/server-load.sh [OUT_DIR]
 #
+# 0. one client x 20 requests (no queueing: the baseline);
 # 1. 16 concurrent clients x 10 streamed requests, --max-concurrent 1 --queue 16 (all fit);
 # 2. the same with --queue 4: the excess gets 503 by design;
 # 3. 500 sequential requests, resident memory (VmRSS) sampled every 25: <= 5% growth after
@@ -59,6 +60,7 @@ start_server() {
 } | tee "$out/machine.json"
 
 start_server --max-concurrent 1 --queue 16
+"$py" scripts/server_check.py load --url "$url" --clients 1 --requests 20 --timeout 300 | tee "$out/load-single.json"
 "$py" scripts/server_check.py load --url "$url" --clients 16 --requests 10 --timeout 300 | tee "$out/load-queue16.json"
 curl -s "$url/metrics" > "$out/metrics-after-load.txt"
 stop_server
