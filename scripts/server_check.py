@@ -520,6 +520,21 @@ def run_browser(args):
         if args.screenshot:
             driver.execute_script("document.querySelectorAll('details').forEach(d => d.open = false); window.scrollTo(0, 0)")
             driver.save_screenshot(args.screenshot)
+        # Stop mid-stream: the page keeps what came, the server cancels the generation.
+        script.clear()
+        script.send_keys("[S1] This goes on and on for a while. [S2] It does, it really does. " * 20)
+        driver.find_element(By.ID, "generate").click()
+        wait.until(lambda d: d.find_element(By.ID, "stat-ttfa-client").text not in ("", "\u2013"))
+        driver.find_element(By.ID, "stop").click()
+        wait.until(lambda d: d.execute_script("return document.body.dataset.state") in ("stopped", "done", "error"))
+        check(driver.execute_script("return document.body.dataset.state") == "stopped",
+              "stop: " + driver.find_element(By.ID, "status").text)
+        c = Client(args.url, args.key)
+        deadline = time.time() + 5
+        while c.json("/health")["running"] != 0:
+            check(time.time() < deadline, "the stopped generation kept running")
+            time.sleep(0.05)
+        check(len(driver.find_elements(By.CSS_SELECTOR, "#history li")) == 3, "the stopped take is listed")
         # An error is shown, not thrown: an unknown voice by hand.
         driver.execute_script("const o = new Option('gone', 'gone'); document.getElementById('voice').add(o); document.getElementById('voice').value = 'gone'")
         driver.find_element(By.ID, "generate").click()
