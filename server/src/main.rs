@@ -36,7 +36,7 @@ struct Args {
     /// Voices directory: NAME.wav + NAME.txt (its transcript) per voice; created when missing.
     #[arg(long)]
     voices: Option<PathBuf>,
-    /// Require `Authorization: Bearer KEY` on /v1/ (also from $DIA_SERVE_API_KEY).
+    /// Require `Authorization: Bearer KEY` on /v1/ (the page, /health and /metrics stay open).
     #[arg(long, env = "DIA_SERVE_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// Generations running at once (on the CPU one already uses every core).
@@ -54,8 +54,8 @@ struct Args {
     /// Largest voice upload, in bytes.
     #[arg(long, default_value_t = 10 << 20)]
     max_voice_bytes: usize,
-    /// Longest voice recording, in seconds.
-    #[arg(long, default_value_t = 30.0)]
+    /// Longest voice recording, in seconds (at least 0.1).
+    #[arg(long, default_value_t = 30.0, value_parser = parse_voice_seconds)]
     max_voice_seconds: f64,
     /// Model id listed by /v1/models and expected in requests (OpenAI's tts-1, tts-1-hd and
     /// gpt-4o-mini-tts are taken too).
@@ -67,6 +67,15 @@ struct Args {
     /// Frames of audio in each later chunk.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     chunk_frames: u32,
+}
+
+/// `--max-voice-seconds`: a finite number of at least 0.1 (the shortest recording taken).
+fn parse_voice_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.1 => Ok(v),
+        Ok(_) => Err("must be at least 0.1".into()),
+        Err(e) => Err(format!("not a number ({e})")),
+    }
 }
 
 fn main() -> Result<()> {

@@ -582,6 +582,23 @@ async fn voices_upload_list_and_use() {
     .await;
     assert_eq!(e["error"]["param"], "voice");
 
+    // A recording longer than the model's whole budget: refused when it is used, saying why.
+    let long = base64::engine::general_purpose::STANDARD.encode(sine_wav(4.0, 8000));
+    let r = s
+        .post("/v1/audio/voices")
+        .json(&json!({"name": "long", "transcript": "[S1] Long.", "audio": long}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    expect_error(
+        s.speech(json!({"model": "dia", "input": "[S1] Hi.", "voice": "long"}))
+            .await,
+        400,
+        "voice prompt (345 frames",
+    )
+    .await;
+
     // Bad uploads.
     let up = |name: &str, audio: &[u8]| {
         s.post("/v1/audio/voices")
@@ -627,7 +644,7 @@ async fn voices_upload_list_and_use() {
         .unwrap();
     expect_error(r, 400, "not base64").await;
     let list = s.get_json("/v1/audio/voices").await;
-    assert_eq!(list["data"].as_array().unwrap().len(), 2);
+    assert_eq!(list["data"].as_array().unwrap().len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
