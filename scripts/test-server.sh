@@ -36,7 +36,7 @@ target_dir=$(cargo metadata --format-version 1 --no-deps --locked |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')${CARGO_BUILD_TARGET:+/$CARGO_BUILD_TARGET}
 bin="$target_dir/$profile"
 bundle=build/serve-bundle
-"$bin/dia-export" tests/fixtures/tiny-nari --dac tests/fixtures/tiny-dac --out "$bundle" > /dev/null
+RUST_LOG=warn "$bin/dia-export" tests/fixtures/tiny-nari --dac tests/fixtures/tiny-dac --out "$bundle" > /dev/null
 
 work=$(mktemp -d)
 pid=
