@@ -33,6 +33,8 @@ bundle=build/check-bundle
 cargo run --quiet --locked -p dia-run --example generate -- "$bundle" build/example-out
 # And the streaming example: chunks while generating, time to first audio, twice on one model.
 cargo run --quiet --locked -p dia-run --example stream -- "$bundle" --utterances 2 --text "[S1] Hello. [S2] Hi!"
+# The speech server from outside: bad requests, the openai client, load, the page in Chromium.
+scripts/test-server.sh
 # A portable (standard operators only) float16 bundle: onnx.checker on every graph.
 "$debug/dia-export" tests/fixtures/tiny-hf --dac tests/fixtures/tiny-dac-descript --out "$bundle" --target portable --dtype f16 > /dev/null
 "$venv/bin/python" scripts/check_bundle.py "$bundle"
