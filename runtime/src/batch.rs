@@ -319,6 +319,8 @@ pub struct Batch<'m> {
     pub timings: StepTimings,
     /// Seconds spent sampling, all slots.
     pub sample_s: f64,
+    /// Seconds spent admitting utterances into slots (their encoder runs and row copies).
+    pub admit_s: f64,
 }
 
 impl<'m> Batch<'m> {
@@ -358,6 +360,7 @@ impl<'m> Batch<'m> {
             next_id: 0,
             timings: StepTimings::default(),
             sample_s: 0.0,
+            admit_s: 0.0,
         })
     }
 
@@ -434,6 +437,7 @@ impl<'m> Batch<'m> {
             let t0 = Instant::now();
             let cross = self.model.encode_cross(&w.tokens, self.state.text_len)?;
             self.state.fill(self.model, s, cross)?;
+            self.admit_s += t0.elapsed().as_secs_f64();
             self.slots[s] = Some(Active {
                 id: w.id,
                 seq: w.seq,

@@ -104,13 +104,14 @@ struct Args {
     /// (summarise it with scripts/ort_profile_summary.py).
     #[arg(long, value_name = "PREFIX")]
     ort_profile: Option<PathBuf>,
-    /// With --ep cuda: how cuDNN picks the codec's convolution algorithms: exhaustive (time
-    /// every algorithm once per input shape) or heuristic.
-    #[arg(long, default_value = "exhaustive")]
+    /// With --ep cuda: how cuDNN picks the codec's convolution algorithms: heuristic, or
+    /// exhaustive (times every algorithm once per input shape: ~0.5 s per new length).
+    #[arg(long, default_value = "heuristic")]
     cudnn_conv_search: dia_run::providers::ConvSearch,
-    /// With --ep cuda: run the codec's 1-D convolutions as [N, C, 1, L] for cuDNN.
+    /// With --ep cuda: run the codec's 1-D convolutions in ONNX Runtime's default [N, C, L, 1]
+    /// layout instead of the faster [N, C, 1, L].
     #[arg(long)]
-    conv1d_nc1d: bool,
+    conv1d_ncl1: bool,
     /// No progress bar and no summary line.
     #[arg(long)]
     quiet: bool,
@@ -251,7 +252,7 @@ fn load_model(args: &Args) -> Result<DiaModel> {
             coreml_cache_dir: None,
             profile: args.ort_profile.clone(),
             conv_search: args.cudnn_conv_search,
-            conv1d_nc1d: args.conv1d_nc1d,
+            conv1d_ncl1: args.conv1d_ncl1,
             ..ModelOptions::default()
         },
     )?;
@@ -494,6 +495,12 @@ fn run(args: Args) -> Result<()> {
         "streamed": args.stream || to_stdout,
         "first_audio_seconds": first_audio_s,
         "total_seconds": start.elapsed().as_secs_f64(),
+        "load_seconds": {
+            "manifest": model.load_timings().manifest_s,
+            "encoder": model.load_timings().encoder_s,
+            "decoder_step": model.load_timings().decoder_step_s,
+            "codec": model.load_timings().codec_s,
+        },
         "segments": segment_reports,
         "warnings": script.warnings,
         "provider": model.provider().name(),

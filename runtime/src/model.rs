@@ -40,9 +40,9 @@ pub struct ModelOptions {
     pub profile: Option<PathBuf>,
     /// CUDA only: cuDNN's convolution algorithm search (the codec's convolutions).
     pub conv_search: providers::ConvSearch,
-    /// CUDA only: 1-D convolutions as `[N, C, 1, L]` for cuDNN (see
-    /// [`providers::ProviderOptions::conv1d_nc1d`]).
-    pub conv1d_nc1d: bool,
+    /// CUDA only: 1-D convolutions in ONNX Runtime's default layout (see
+    /// [`providers::ProviderOptions::conv1d_ncl1`]).
+    pub conv1d_ncl1: bool,
 }
 
 pub struct DiaModel {
@@ -55,6 +55,17 @@ pub struct DiaModel {
     layout: StepLayout,
     provider: ExecutionProvider,
     warnings: Vec<String>,
+    load_timings: LoadTimings,
+}
+
+/// Where loading a bundle went (seconds): the manifest and file checks, then each graph's
+/// session (reading its weights, ONNX Runtime's graph optimisation, the provider's set-up).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadTimings {
+    pub manifest_s: f64,
+    pub encoder_s: f64,
+    pub decoder_step_s: f64,
+    pub codec_s: f64,
 }
 
 impl DiaModel {
@@ -67,8 +78,11 @@ impl DiaModel {
                 what: "the bundle directory".into(),
             });
         }
+        let t = std::time::Instant::now();
+        let mut load_timings = LoadTimings::default();
         let manifest = Manifest::load(dir)?;
         manifest.check_files(dir)?;
+        load_timings.manifest_s = t.elapsed().as_secs_f64();
         let layout = manifest.layout();
         let settings = SessionSettings {
             threads: opts.threads,
@@ -78,12 +92,16 @@ impl DiaModel {
             coreml_cache_dir: opts.coreml_cache_dir.clone(),
             profile: opts.profile.clone(),
             conv_search: opts.conv_search,
-            conv1d_nc1d: opts.conv1d_nc1d,
+            conv1d_ncl1: opts.conv1d_ncl1,
         };
         let g = &manifest.graphs;
         let cfg = &manifest.config;
+        let t = std::time::Instant::now();
         let enc = session::open(dir, "encoder", &g.encoder, &settings, false)?;
+        load_timings.encoder_s = t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
         let dec = session::open(dir, "decoder_step", &g.decoder_step, &settings, true)?;
+        load_timings.decoder_step_s = t.elapsed().as_secs_f64();
         let mut warnings: Vec<String> = dec.warning.iter().cloned().collect();
         let on_cuda = dec.provider == ExecutionProvider::Cuda;
         if on_cuda && layout.target == Target::Fused && layout.dtype == Dtype::Float32 {
@@ -95,6 +113,7 @@ impl DiaModel {
                     .into(),
             );
         }
+        let t = std::time::Instant::now();
         let codec = match (&g.dac_decoder, &g.dac_encoder, &manifest.dac) {
             (Some(d), Some(e), Some(info)) => Some(Codec::new(
                 session::open(dir, "dac_decoder", d, &settings, false)?.session,
@@ -103,6 +122,7 @@ impl DiaModel {
             )),
             _ => None,
         };
+        load_timings.codec_s = t.elapsed().as_secs_f64();
         let layers = cfg.decoder_config.num_hidden_layers;
         Ok(Self {
             decoder: DecoderStep::new(
@@ -120,6 +140,7 @@ impl DiaModel {
             layout,
             provider: dec.provider,
             warnings,
+            load_timings,
             manifest,
         })
     }
@@ -153,6 +174,11 @@ impl DiaModel {
     /// The decoder step and its pool of states.
     pub fn decoder(&self) -> &DecoderStep {
         &self.decoder
+    }
+
+    /// Where loading went.
+    pub fn load_timings(&self) -> LoadTimings {
+        self.load_timings
     }
 
     /// Warnings from loading (e.g. a requested provider that fell back to the CPU).

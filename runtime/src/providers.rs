@@ -78,10 +78,12 @@ impl std::str::FromStr for CoreMlUnits {
 /// How cuDNN picks convolution algorithms (the codec's convolutions; CUDA only).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ConvSearch {
-    /// ONNX Runtime's default: time every algorithm for each new input shape.
-    #[default]
+    /// ONNX Runtime's default: time every algorithm for each new input shape, about 0.5 s
+    /// per shape for the codec, and every utterance length or streamed window is a new shape
+    /// (`benchmarks/streaming.md`, GPU run 15).
     Exhaustive,
     /// cuDNN's heuristics, no timing: no first-call cost per shape.
+    #[default]
     Heuristic,
 }
 
@@ -105,9 +107,9 @@ pub struct ProviderOptions {
     pub cuda_graph: bool,
     /// CUDA: cuDNN's convolution algorithm search.
     pub conv_search: ConvSearch,
-    /// CUDA: run 1-D convolutions as `[N, C, 1, L]` (cuDNN's fast path for long 1-D inputs)
-    /// instead of ONNX Runtime's default `[N, C, L, 1]`.
-    pub conv1d_nc1d: bool,
+    /// CUDA: run 1-D convolutions as ONNX Runtime's default `[N, C, L, 1]` instead of
+    /// `[N, C, 1, L]` (cuDNN's faster path for long 1-D inputs, which we use by default).
+    pub conv1d_ncl1: bool,
     /// CoreML: compute units.
     pub coreml_units: CoreMlUnits,
     /// CoreML: where compiled models are cached, so the second start is fast.
@@ -144,7 +146,7 @@ pub fn register(
                     ConvSearch::Exhaustive => ep::cuda::ConvAlgorithmSearch::Exhaustive,
                     ConvSearch::Heuristic => ep::cuda::ConvAlgorithmSearch::Heuristic,
                 })
-                .with_conv1d_pad_to_nc1d(opts.conv1d_nc1d)
+                .with_conv1d_pad_to_nc1d(!opts.conv1d_ncl1)
                 .build(),
             ExecutionProvider::CoreMl => coreml(opts),
             _ => continue,

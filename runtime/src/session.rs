@@ -23,7 +23,7 @@ pub struct SessionSettings {
     pub coreml_cache_dir: Option<PathBuf>,
     pub profile: Option<PathBuf>,
     pub conv_search: providers::ConvSearch,
-    pub conv1d_nc1d: bool,
+    pub conv1d_ncl1: bool,
 }
 
 /// An opened session and the provider it runs on (with a warning if that is not the one
@@ -81,7 +81,7 @@ pub fn open(
     let popts = providers::ProviderOptions {
         cuda_graph: s.cuda_graph && step,
         conv_search: s.conv_search,
-        conv1d_nc1d: s.conv1d_nc1d,
+        conv1d_ncl1: s.conv1d_ncl1,
         coreml_units: s.coreml_units,
         coreml_cache_dir: Some(
             s.coreml_cache_dir
