@@ -4,7 +4,7 @@
 //!
 //! ```sh
 //! cargo run --release -p dia-run --example stream -- BUNDLE_DIR [--ep EP] [--cuda-graph] [--utterances N] [--text T]
-//!     [--first-chunk FRAMES] [--conv-exhaustive] [--conv1d-ncl1] [--profile PREFIX]
+//!     [--first-chunk FRAMES] [--codec-window N (0: exact lengths)] [--conv-exhaustive] [--conv1d-ncl1] [--profile PREFIX]
 //! ```
 //! Prints one JSON line per utterance: `first_audio_seconds`, `audio_seconds`,
 //! `steps_per_second` (decoder steps and streamed codec together) and whether it was the cold one.
@@ -27,6 +27,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         match a.as_str() {
             "--ep" => opts.provider = args.next().ok_or("--ep needs a provider")?.parse()?,
             "--cuda-graph" => opts.cuda_graph = true,
+            "--codec-window" => {
+                opts.codec_window = Some(args.next().ok_or("--codec-window needs N")?.parse()?)
+            }
             "--conv-exhaustive" => opts.conv_search = dia_run::providers::ConvSearch::Exhaustive,
             "--conv1d-ncl1" => opts.conv1d_ncl1 = true,
             "--profile" => {

@@ -16,6 +16,10 @@ use crate::error::RuntimeError;
 use crate::providers::{self, ExecutionProvider};
 use crate::session::{self, SessionSettings};
 
+/// Frames per codec call on a GPU (see [`ModelOptions::codec_window`]): a streamed chunk of
+/// the default 32 frames plus its context on both sides fits.
+pub const CODEC_WINDOW: usize = 64;
+
 /// How to run the bundle.
 #[derive(Clone, Debug, Default)]
 pub struct ModelOptions {
@@ -38,6 +42,11 @@ pub struct ModelOptions {
     /// Profile every graph with ONNX Runtime's profiler into `<prefix>_<graph>_<time>.json`
     /// (written when the model is dropped).
     pub profile: Option<PathBuf>,
+    /// Frames per codec decoder call for codecs of dynamic length: every call (one-shot
+    /// windows and streamed chunks alike) the same length, so per-shape set-up on a GPU
+    /// (cuDNN's algorithm choice) is paid once. `None`: [`CODEC_WINDOW`] on CUDA, the exact
+    /// length elsewhere; `Some(0)`: always the exact length.
+    pub codec_window: Option<usize>,
     /// CUDA only: cuDNN's convolution algorithm search (the codec's convolutions).
     pub conv_search: providers::ConvSearch,
     /// CUDA only: 1-D convolutions in ONNX Runtime's default layout (see
@@ -115,11 +124,18 @@ impl DiaModel {
         }
         let t = std::time::Instant::now();
         let codec = match (&g.dac_decoder, &g.dac_encoder, &manifest.dac) {
-            (Some(d), Some(e), Some(info)) => Some(Codec::new(
-                session::open(dir, "dac_decoder", d, &settings, false)?.session,
-                session::open(dir, "dac_encoder", e, &settings, false)?.session,
-                info.clone(),
-            )),
+            (Some(d), Some(e), Some(info)) => {
+                let dec = session::open(dir, "dac_decoder", d, &settings, false)?;
+                let enc = session::open(dir, "dac_encoder", e, &settings, false)?;
+                // On a GPU every new input length costs set-up (cuDNN's algorithm choice):
+                // decode in windows of one length there.
+                let window = match opts.codec_window {
+                    Some(0) => None,
+                    Some(n) => Some(n),
+                    None => (dec.provider == ExecutionProvider::Cuda).then_some(CODEC_WINDOW),
+                };
+                Some(Codec::new(dec.session, enc.session, info.clone(), window)?)
+            }
             _ => None,
         };
         load_timings.codec_s = t.elapsed().as_secs_f64();

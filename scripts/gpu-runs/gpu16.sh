@@ -4,7 +4,8 @@
 # and batch_bench reports steady decoding apart from the utterances' admission (encoder runs).
 #   stage a: set-up (as run 15); batched decoding B = 1..128 with the CUDA graph; nari-labs/dia's
 #            batch generate B = 1, 8, 32, 64 in the same session.
-#   stage b: streaming first audio with the new codec defaults, first chunk of 1, 2 and 4 frames;
+#   stage b: streaming first audio with the new codec defaults (64-frame windows, heuristic
+#            search), first chunk of 2 and 4 frames, exhaustive search, exact-length calls;
 #            the CLI's cold start (load timings per graph, first audio).
 # Usage (one `device run` call per stage, back to back): bash scripts/gpu-runs/gpu16.sh a|b
 set -uo pipefail
@@ -32,12 +33,10 @@ if [[ $stage == a ]]; then
 fi
 
 if [[ $stage == b ]]; then
-  for f in 4 2 1; do
-    echo "== stream example --cuda-graph --first-chunk $f (codec: heuristic, [N, C, 1, L])"
-    $carry/bin/stream $work/fused-f16 --ep cuda --cuda-graph --utterances 3 --first-chunk $f
+  for v in "--first-chunk 4" "--first-chunk 2" "--first-chunk 4 --conv-exhaustive" "--first-chunk 2 --conv-exhaustive" "--first-chunk 4 --codec-window 0"; do
+    echo "== stream example --cuda-graph $v (default codec: 64-frame windows, heuristic search, [N, C, 1, L])"
+    $carry/bin/stream $work/fused-f16 --ep cuda --cuda-graph --utterances 3 $v
   done
-  echo "== stream example, no graph"
-  $carry/bin/stream $work/fused-f16 --ep cuda --utterances 3
   for rep in 1 2; do
     echo "== dia-run --stream --out - (cold process), --cuda-graph, run $rep"
     $carry/bin/dia-run --bundle $work/fused-f16 --ep cuda --cuda-graph --text "$text" --temperature 0 \
