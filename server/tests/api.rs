@@ -595,7 +595,7 @@ async fn voices_upload_list_and_use() {
         s.speech(json!({"model": "dia", "input": "[S1] Hi.", "voice": "long"}))
             .await,
         400,
-        "voice prompt (345 frames",
+        "voice prompt is 345 frames",
     )
     .await;
 
