@@ -5,7 +5,7 @@ greedy with CFG 3.0, in eager mode and with torch.compile. Prints one JSON line 
 Channel-0 EOS is replaced by token 0 after sampling so every run decodes the same number of
 frames (random weights may say EOS early); this costs one tensor op per step.
 
-    python scripts/bench_nari.py --dia-repo DIR --ckpt CKPT_DIR --frames 300 [--compile]
+    python scripts/bench_nari.py --dia-repo DIR --ckpt CKPT_DIR --frames 300 [--compile] [--batch B]
 """
 import argparse
 import json
@@ -23,6 +23,9 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--compile-timeout", type=int, default=420)
+    ap.add_argument("--batch", type=lambda v: [int(x) for x in v.split(",")], default=[0],
+                    help="the official batch generate: B copies of the text at once, sampled (temperature "
+                         "1.2), for each B of a comma-separated list; aggregate frames/s")
     args = ap.parse_args()
 
     # nari-labs imports torchaudio (audio files) and dac (the codec) at module level; neither is
@@ -64,11 +67,14 @@ def main() -> None:
     dia._decoder_step = counting_step
     mode = "torch.compile" if args.compile else "eager"
 
-    def run(n):
+    def run(n, batch):
         steps["n"], steps["first"] = 0, None
         torch.cuda.synchronize()
         t0 = time.perf_counter()
-        dia.generate(args.text, max_tokens=n, cfg_scale=3.0, temperature=0.0, top_p=0.95, cfg_filter_top_k=45, use_torch_compile=args.compile)
+        if batch:
+            dia.generate([args.text] * batch, max_tokens=n, cfg_scale=3.0, temperature=1.2, top_p=0.95, cfg_filter_top_k=45, use_torch_compile=args.compile)
+        else:
+            dia.generate(args.text, max_tokens=n, cfg_scale=3.0, temperature=0.0, top_p=0.95, cfg_filter_top_k=45, use_torch_compile=args.compile)
         torch.cuda.synchronize()
         t1 = time.perf_counter()
         return t0, steps["first"], t1, steps["n"]
@@ -77,25 +83,28 @@ def main() -> None:
         signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("compile timeout")))
         signal.alarm(args.compile_timeout)
         try:
-            run(40)  # compiles
+            run(40, 0)  # compiles
         except TimeoutError:
             print(json.dumps({"impl": "nari-labs/dia", "mode": mode, "error": f"not compiled within {args.compile_timeout}s"}))
             return
         signal.alarm(0)
-    else:
-        run(20)  # warm-up
-    torch.cuda.reset_peak_memory_stats()
-    t0, first, t1, n = run(args.frames)
-    print(json.dumps({
-        "impl": "nari-labs/dia",
-        "mode": mode,
-        "torch": torch.__version__,
-        "load_seconds": load_s,
-        "steps": n,
-        "first_frame_seconds": first - t0,
-        "decode_frames_per_second": (n - 1) / (t1 - first),
-        "gpu_peak_allocated_mb": torch.cuda.max_memory_allocated() / 2**20,
-    }))
+    for batch in args.batch:
+        run(20, batch)  # warm-up (and, with --compile, the batch shape)
+        torch.cuda.reset_peak_memory_stats()
+        t0, first, t1, n = run(args.frames, batch)
+        b = batch or 1
+        print(json.dumps({
+            "impl": "nari-labs/dia",
+            "mode": mode,
+            "torch": torch.__version__,
+            "load_seconds": load_s,
+            "batch": b,
+            "steps": n,
+            "first_frame_seconds": first - t0,
+            "decode_frames_per_second": (n - 1) / (t1 - first),
+            "aggregate_frames_per_second": b * (n - 1) / (t1 - first),
+            "gpu_peak_allocated_mb": torch.cuda.max_memory_allocated() / 2**20,
+        }), flush=True)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ cargo run --quiet --locked -p dia-run --example stream -- "$bundle" --utterances
 # The C API: C and Python (ctypes) examples give dia-run's codes, valgrind finds no leak of
 # ours, a host's own ONNX Runtime stays the only one in the process.
 capi/examples/run.sh
+# The speech server from outside: bad requests, the openai client, load, the page in Chromium.
+scripts/test-server.sh
 # A portable (standard operators only) float16 bundle: onnx.checker on every graph.
 "$debug/dia-export" tests/fixtures/tiny-hf --dac tests/fixtures/tiny-dac-descript --out "$bundle" --target portable --dtype f16 > /dev/null
 "$venv/bin/python" scripts/check_bundle.py "$bundle"

@@ -20,8 +20,9 @@ pub use manifest::{BundleFile, DacInfo, GraphSpec, Graphs, Manifest, Quantizatio
 pub use target::Target;
 
 /// Bumped whenever graph inputs/outputs or their meaning change. Version 3 added the fused
-/// target (first named `cuda`); version 2 bundles (portable and coreml) read unchanged.
-pub const FORMAT_VERSION: u32 = 3;
+/// target (first named `cuda`); version 4 gave its step a dynamic batch (many utterances a
+/// step); versions 2 and 3 read unchanged.
+pub const FORMAT_VERSION: u32 = 4;
 /// The oldest format this crate still reads.
 pub const MIN_FORMAT_VERSION: u32 = 2;
 pub const MANIFEST_FILE: &str = "manifest.json";

@@ -249,6 +249,16 @@ impl Manifest {
         StepLayout::of(self)
     }
 
+    /// Whether the decoder step takes any number of CFG pairs at once (a dynamic batch: fused
+    /// bundles from format 4 on), so utterances can be decoded in one batch.
+    pub fn step_batches(&self) -> bool {
+        self.graphs
+            .decoder_step
+            .input(names::step::TOKENS)
+            .is_some_and(|t| t.shape.first().is_some_and(|&d| d < 0))
+            && self.layout().position == PositionInput::I32PerRow
+    }
+
     /// The decoder step's inputs as the config, target and dtype imply them.
     pub fn expected_step_inputs(&self) -> Vec<TensorSpec> {
         use ElementType::*;
@@ -266,17 +276,23 @@ impl Manifest {
             TokenIds::I64 => Int64,
             TokenIds::I32ChannelOffset => Int32,
         };
-        let mut v = vec![TensorSpec::new(names::step::TOKENS, ids, &[2, c])];
+        // Rows: the CFG pair; per-row positions (fused) let a step take many pairs, and
+        // bundles of that target since format 4 say so with a dynamic batch (-1 fits both).
+        let b = match l.position {
+            PositionInput::I32PerRow => -1,
+            _ => 2,
+        };
+        let mut v = vec![TensorSpec::new(names::step::TOKENS, ids, &[b, c])];
         v.push(match l.position {
             PositionInput::I64 => TensorSpec::new(names::step::STEP, Int64, &[1]),
             PositionInput::I32 => TensorSpec::new(names::step::STEP, Int32, &[1]),
-            PositionInput::I32PerRow => TensorSpec::new(names::step::STEP, Int32, &[2]),
+            PositionInput::I32PerRow => TensorSpec::new(names::step::STEP, Int32, &[b]),
         });
         v.push(match l.cross_mask {
-            CrossMask::Bool => TensorSpec::new(names::step::CROSS_MASK, Bool, &[2, t]),
-            CrossMask::BiasF32 => TensorSpec::new(names::step::CROSS_BIAS, Float32, &[2, t]),
+            CrossMask::Bool => TensorSpec::new(names::step::CROSS_MASK, Bool, &[b, t]),
+            CrossMask::BiasF32 => TensorSpec::new(names::step::CROSS_BIAS, Float32, &[b, t]),
             CrossMask::Bias4d(d) => {
-                TensorSpec::new(names::step::CROSS_BIAS, d.element_type(), &[2, 1, 1, t])
+                TensorSpec::new(names::step::CROSS_BIAS, d.element_type(), &[b, 1, 1, t])
             }
         });
         if l.cache_update == CacheUpdate::ReturnedRows {
@@ -287,18 +303,18 @@ impl Manifest {
             v.push(TensorSpec::new(
                 names::step::self_k(i),
                 dt,
-                &l.k_shape(2, kv, hd, f),
+                &l.k_shape(b, kv, hd, f),
             ));
-            v.push(TensorSpec::new(names::step::self_v(i), dt, &[2, kv, f, hd]));
+            v.push(TensorSpec::new(names::step::self_v(i), dt, &[b, kv, f, hd]));
             v.push(TensorSpec::new(
                 names::step::cross_k(i),
                 dt,
-                &l.k_shape(2, ckv, chd, t),
+                &l.k_shape(b, ckv, chd, t),
             ));
             v.push(TensorSpec::new(
                 names::step::cross_v(i),
                 dt,
-                &[2, ckv, t, chd],
+                &[b, ckv, t, chd],
             ));
         }
         v

@@ -81,9 +81,13 @@ impl Builder {
         gamma: &Value,
         eps: f64,
     ) -> (Value, Value) {
-        assert_eq!(
-            x.shape, skip.shape,
-            "SkipSimplifiedLayerNormalization: x/skip"
+        // The skip is x's shape, or one row broadcast over the batch.
+        assert!(
+            x.shape == skip.shape
+                || (x.shape.len() == 3 && skip.shape[0] == 1 && x.shape[1..] == skip.shape[1..]),
+            "SkipSimplifiedLayerNormalization: x {:?}, skip {:?}",
+            x.shape,
+            skip.shape
         );
         assert!(
             x.dtype == skip.dtype && x.dtype == gamma.dtype,

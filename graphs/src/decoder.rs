@@ -207,7 +207,7 @@ fn logits(
         let h = b.cast(h, dec.dtype);
         let l = b.matmul(&h, &logits_w); // [2, 1, C·V]
         let l = b.cast(&l, DType::F32);
-        b.reshape(&l, &[PAIR, c as i64, v as i64])
+        b.reshape(&l, &[-1, c as i64, v as i64])
     }))
 }
 
@@ -345,16 +345,29 @@ pub fn build_decoder_step_fused(
     let (kv, hd) = (d.num_key_value_heads as i64, d.head_dim as i64);
     let (ckv, chd) = (d.cross_num_key_value_heads as i64, d.cross_head_dim as i64);
 
-    let tokens = b.input(names::TOKENS, DType::I64, &[PAIR, c as i64]);
-    let seqlens_k = b.input(names::STEP, DType::I32, &[PAIR]);
-    let text = &["text_len"];
-    let cross_bias = b.input_dyn(names::CROSS_BIAS, w.dtype, &[PAIR, 1, 1, DYN], text);
+    // The batch is dynamic: 2 rows (the CFG pair) per utterance, so one step can decode many
+    // utterances at once, each row at its own position.
+    let batch = &["batch"];
+    let batch_text = &["batch", "text_len"];
+    let tokens = b.input_dyn(names::TOKENS, DType::I64, &[DYN, c as i64], batch);
+    let seqlens_k = b.input_dyn(names::STEP, DType::I32, &[DYN], batch);
+    let cross_bias = b.input_dyn(names::CROSS_BIAS, w.dtype, &[DYN, 1, 1, DYN], batch_text);
     let mut caches = Vec::new();
     for i in 0..d.num_hidden_layers {
-        let k = b.input(&names::self_k(i), w.dtype, &[PAIR, kv, f, hd]);
-        let vv = b.input(&names::self_v(i), w.dtype, &[PAIR, kv, f, hd]);
-        let ck = b.input_dyn(&names::cross_k(i), w.dtype, &[PAIR, ckv, DYN, chd], text);
-        let cv = b.input_dyn(&names::cross_v(i), w.dtype, &[PAIR, ckv, DYN, chd], text);
+        let k = b.input_dyn(&names::self_k(i), w.dtype, &[DYN, kv, f, hd], batch);
+        let vv = b.input_dyn(&names::self_v(i), w.dtype, &[DYN, kv, f, hd], batch);
+        let ck = b.input_dyn(
+            &names::cross_k(i),
+            w.dtype,
+            &[DYN, ckv, DYN, chd],
+            batch_text,
+        );
+        let cv = b.input_dyn(
+            &names::cross_v(i),
+            w.dtype,
+            &[DYN, ckv, DYN, chd],
+            batch_text,
+        );
         caches.push((k, vv, ck, cv));
     }
 
@@ -387,12 +400,14 @@ pub fn build_decoder_step_fused(
         ),
     };
 
-    // The residual stream is (x, pending): pending is added by the next fused skip-norm.
+    // The residual stream is (x, pending): pending is added by the next fused skip-norm. The
+    // first layer's pending is zero, one row broadcast over the batch.
+    let zero_shape = [1, 1, d.hidden_size as i64];
     let zeros = b.initializer(
         "decoder.residual.zero",
         w.dtype,
-        &x.shape,
-        &vec![0u8; x.numel() as usize * w.dtype.size()],
+        &zero_shape,
+        &vec![0u8; d.hidden_size * w.dtype.size()],
     );
     let (mut x, mut pending) = (x, zeros);
     let mut new_kv = Vec::new();

@@ -4,6 +4,7 @@
 //!
 //! ```sh
 //! cargo run --release -p dia-run --example stream -- BUNDLE_DIR [--ep EP] [--cuda-graph] [--utterances N] [--text T]
+//!     [--first-chunk FRAMES] [--codec-window N (0: exact lengths)] [--conv-exhaustive] [--conv1d-ncl1] [--profile PREFIX]
 //! ```
 //! Prints one JSON line per utterance: `first_audio_seconds`, `audio_seconds`,
 //! `steps_per_second` (decoder steps and streamed codec together) and whether it was the cold one.
@@ -18,6 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut opts = ModelOptions::default();
     let mut bundle = None;
     let mut utterances = 3usize;
+    let mut chunks = ChunkSizes::default();
     // A two-sentence script by default.
     let mut text = "[S1] Dia is an open weights text to dialogue model. [S2] You get full control over scripts and voices.".to_string();
     let mut args = std::env::args().skip(1);
@@ -25,8 +27,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         match a.as_str() {
             "--ep" => opts.provider = args.next().ok_or("--ep needs a provider")?.parse()?,
             "--cuda-graph" => opts.cuda_graph = true,
+            "--codec-window" => {
+                opts.codec_window = Some(args.next().ok_or("--codec-window needs N")?.parse()?)
+            }
+            "--conv-exhaustive" => opts.conv_search = dia_run::providers::ConvSearch::Exhaustive,
+            "--conv1d-ncl1" => opts.conv1d_ncl1 = true,
+            "--profile" => {
+                opts.profile = Some(args.next().ok_or("--profile needs a prefix")?.into())
+            }
             "--utterances" => utterances = args.next().ok_or("--utterances needs N")?.parse()?,
             "--text" => text = args.next().ok_or("--text needs a script")?,
+            "--first-chunk" => {
+                chunks.first = args.next().ok_or("--first-chunk needs N")?.parse()?
+            }
             _ => bundle = Some(PathBuf::from(a)),
         }
     }
@@ -48,7 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     for i in 0..utterances {
         let t = Instant::now();
-        let mut s = AudioStream::new(&model, &text, &gen, ChunkSizes::default())?;
+        let mut s = AudioStream::new(&model, &text, &gen, chunks)?;
         let mut samples = 0usize;
         while let Some(pcm) = s.next_chunk()? {
             samples += pcm.len();

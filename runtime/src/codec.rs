@@ -233,11 +233,31 @@ impl<'c> StreamDecoder<'c> {
         }
     }
 
-    fn decode(&mut self, w: Window) -> Result<(), RuntimeError> {
+    fn decode(&mut self, mut w: Window) -> Result<(), RuntimeError> {
         let hop = self.codec.info.hop_length;
-        let n = match self.codec.plan {
-            Some(plan) => plan.frames,
-            None => (w.keep.end + self.context).min(self.codes.len()) - w.start,
+        let total = self.codes.len();
+        let n = match (self.codec.plan, self.codec.windows) {
+            (Some(plan), _) => plan.frames,
+            (None, windows) => {
+                let need = (w.keep.end + self.context).min(total) - w.start;
+                match windows.map(|p| p.frames) {
+                    // The chunk and its context fit one window. Zeros past what has arrived
+                    // are beyond the kept frames' reach; at the end of the codes the window
+                    // moves back to end on the last frame instead, so the edge stays real.
+                    Some(n) if need <= n && w.keep.end + self.context <= total => n,
+                    Some(n) if need <= n && total >= n => {
+                        w.start = total - n;
+                        n
+                    }
+                    // Codes shorter than a window, all there: the whole of them, as the
+                    // one-shot decode calls it (one more length, not one per chunk).
+                    Some(n) if need <= n && total < n => {
+                        w.start = 0;
+                        total
+                    }
+                    _ => need,
+                }
+            }
         };
         let audio = self.codec.decode_padded(&self.codes, w.start, n)?;
         let (a, b) = (w.keep.start - w.start, w.keep.end - w.start);
@@ -255,21 +275,56 @@ pub struct Codec {
     decoder: Mutex<Session>,
     encoder: Mutex<Session>,
     info: DacInfo,
+    /// Fixed-size graphs (coreml): every call is a window of this plan.
     plan: Option<ChunkPlan>,
+    /// Graphs of any length run in windows of this plan when the input is longer than one
+    /// (every call the same length; shorter input is decoded exactly as it is).
+    windows: Option<ChunkPlan>,
+    /// The input lengths the decoder graph has been called with (for tests and diagnostics).
+    lengths: Mutex<std::collections::BTreeSet<usize>>,
 }
 
 impl Codec {
-    pub fn new(decoder: Session, encoder: Session, info: DacInfo) -> Self {
+    /// The codec of `info`; `window`: the length of every decoder call for a codec of
+    /// dynamic length (see [`crate::ModelOptions::codec_window`]).
+    pub fn new(
+        decoder: Session,
+        encoder: Session,
+        info: DacInfo,
+        window: Option<usize>,
+    ) -> Result<Self, RuntimeError> {
         let plan = info.decoder_chunk_frames.map(|frames| ChunkPlan {
             frames,
             context: info.decoder_context_frames,
         });
-        Self {
+        let context = info.decoder_context_frames.max(DAC_CONTEXT_FRAMES);
+        let windows = match (plan, window) {
+            (None, Some(frames)) => {
+                let w = ChunkPlan { frames, context };
+                w.check()?;
+                Some(w)
+            }
+            _ => None,
+        };
+        Ok(Self {
             decoder: Mutex::new(decoder),
             encoder: Mutex::new(encoder),
             info,
             plan,
-        }
+            windows,
+            lengths: Mutex::new(Default::default()),
+        })
+    }
+
+    /// The distinct input lengths the decoder graph has been called with so far.
+    pub fn lengths_seen(&self) -> Vec<usize> {
+        let l = self.lengths.lock().unwrap_or_else(|e| e.into_inner());
+        l.iter().copied().collect()
+    }
+
+    /// The length of every decoder call, when fixed (fixed-size graphs, or windows).
+    pub fn window(&self) -> Option<usize> {
+        self.plan.or(self.windows).map(|p| p.frames)
     }
 
     pub fn info(&self) -> &DacInfo {
@@ -280,11 +335,15 @@ impl Codec {
     pub fn decode(&self, codes: &Frames) -> Result<Vec<f32>, RuntimeError> {
         let total = codes.len();
         let hop = self.info.hop_length;
-        match self.plan {
-            None => self.decode_once(codes),
-            Some(plan) => plan.run(total, hop, |start| {
+        match (self.plan, self.windows) {
+            (Some(plan), _) => plan.run(total, hop, |start| {
                 self.decode_padded(codes, start, plan.frames)
             }),
+            // Windows that end at the last frame: no padding, the edges are real edges.
+            (None, Some(w)) if total > w.frames => w.run(total, hop, |start| {
+                self.decode_padded(codes, start, w.frames)
+            }),
+            _ => self.decode_once(codes),
         }
     }
 
@@ -318,6 +377,10 @@ impl Codec {
             }
         }
         let input = Tensor::from_array(([1usize, c, frames], data))?;
+        self.lengths
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(frames);
         let mut s = self.decoder.lock().unwrap_or_else(|e| e.into_inner());
         let out = s.run(ort::inputs![names::dac::CODES => input])?;
         let audio = out

@@ -75,6 +75,25 @@ impl CudaCopy {
         self.copy(dst.data_ptr_mut(), src.data_ptr(), bytes, HOST_TO_DEVICE)
     }
 
+    /// Copies all of host tensor `src` into device tensor `dst` from byte `offset` on (a
+    /// block of rows of a batch).
+    pub fn to_device_at<A, B>(
+        &self,
+        src: &Value<A>,
+        dst: &mut Value<B>,
+        offset: usize,
+    ) -> Result<(), RuntimeError>
+    where
+        A: DefiniteTensorValueTypeMarker + ?Sized,
+        B: DefiniteTensorValueTypeMarker + ?Sized,
+    {
+        let (bytes, room) = region(src, dst, offset)?;
+        debug_assert!(bytes <= room);
+        // SAFETY: `region` checked that the block lies inside `dst`.
+        let at = unsafe { dst.data_ptr_mut().cast::<u8>().add(offset) };
+        self.copy(at.cast(), src.data_ptr(), bytes, HOST_TO_DEVICE)
+    }
+
     /// Copies device tensor `src` into host tensor `dst` (same shape and type).
     pub fn to_host<A, B>(&self, src: &Value<A>, dst: &mut Value<B>) -> Result<(), RuntimeError>
     where
@@ -100,4 +119,28 @@ where
     }
     a.size()
         .ok_or_else(|| RuntimeError::Internal("copy of a tensor without a size".into()))
+}
+
+/// The byte size of `src` and of `dst`, checking that `src` fits in `dst` from `offset` and
+/// that both hold the same element type.
+pub(crate) fn region<A, B>(
+    src: &Value<A>,
+    dst: &Value<B>,
+    offset: usize,
+) -> Result<(usize, usize), RuntimeError>
+where
+    A: DefiniteTensorValueTypeMarker + ?Sized,
+    B: DefiniteTensorValueTypeMarker + ?Sized,
+{
+    let size = |v: Option<usize>| {
+        v.ok_or_else(|| RuntimeError::Internal("copy of a tensor without a size".into()))
+    };
+    let (bytes, room) = (size(src.size())?, size(dst.size())?);
+    if src.data_type() != dst.data_type() || offset.checked_add(bytes).is_none_or(|e| e > room) {
+        return Err(RuntimeError::TensorCopy {
+            from: format!("{:?} {:?}", src.data_type(), src.shape()),
+            to: format!("{:?} {:?} at byte {offset}", dst.data_type(), dst.shape()),
+        });
+    }
+    Ok((bytes, room))
 }

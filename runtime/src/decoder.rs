@@ -112,12 +112,28 @@ impl DecoderStep {
         &self.layout
     }
 
+    pub(crate) fn cfg(&self) -> &DecoderConfig {
+        &self.cfg
+    }
+
+    pub(crate) fn bos(&self) -> i64 {
+        self.bos
+    }
+
+    pub(crate) fn on_cuda(&self) -> bool {
+        self.on_cuda
+    }
+
+    pub(crate) fn cuda_copy(&self) -> Option<&CudaCopy> {
+        self.cuda_copy.as_ref()
+    }
+
     /// Whether the step replays captured CUDA graphs.
     pub fn cuda_graph(&self) -> bool {
         self.cuda_graph
     }
 
-    fn session(&self) -> MutexGuard<'_, Session> {
+    pub(crate) fn session(&self) -> MutexGuard<'_, Session> {
         self.session.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -256,6 +272,7 @@ impl StepState {
         let mut cache = KvCache::new(
             &place,
             dtype,
+            2,
             d.num_hidden_layers,
             d.num_key_value_heads,
             d.head_dim,

@@ -121,24 +121,25 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    /// Zeroed caches of the CFG pair: slots past the current step are masked, but must hold
-    /// finite values (0 · NaN is NaN in the attention product). K is laid out as `layout`
-    /// says.
+    /// Zeroed caches of `rows` rows (2 per utterance, the CFG pair): slots past the current
+    /// step are masked, but must hold finite values (0 · NaN is NaN in the attention product).
+    /// K is laid out as `layout` says.
     pub fn new(
         place: &Placement,
         dtype: TensorElementType,
+        rows: usize,
         layers: usize,
         kv_heads: usize,
         head_dim: usize,
         layout: &StepLayout,
     ) -> Result<Self, RuntimeError> {
         let frames = layout.max_frames;
-        let k_shape = layout.k_shape(2, kv_heads, head_dim, frames);
+        let k_shape = layout.k_shape(rows, kv_heads, head_dim, frames);
         let layers = (0..layers)
             .map(|_| {
                 Ok(LayerCache {
                     k: place.zeros(dtype, &k_shape)?,
-                    v: place.zeros(dtype, &[2, kv_heads, frames, head_dim])?,
+                    v: place.zeros(dtype, &[rows, kv_heads, frames, head_dim])?,
                 })
             })
             .collect::<Result<Vec<_>, RuntimeError>>()?;

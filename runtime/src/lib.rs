@@ -10,6 +10,7 @@
 //! the parts together; [`session`], [`providers`] and [`onnxruntime`] open ONNX Runtime.
 
 pub mod audio;
+pub mod batch;
 pub mod codec;
 pub mod crossfade;
 pub mod cuda_copy;
@@ -28,6 +29,7 @@ pub mod providers;
 pub mod sampler;
 pub mod script;
 pub mod segmenter;
+pub mod sequence;
 pub mod session;
 pub mod stream;
 pub mod tokenizer;

@@ -17,6 +17,8 @@ use dia_run::{DiaModel, ExecutionProvider, GenerateOptions, ModelOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::process::ExitCode;
 
+mod batch_cli;
+
 /// Generate speech with a Dia ONNX bundle.
 #[derive(Parser, Debug)]
 #[command(version)]
@@ -98,10 +100,18 @@ struct Args {
     /// Intra-op threads for ONNX Runtime, 1 or more (default: all cores).
     #[arg(long, value_name = "N", value_parser = parse_threads, allow_negative_numbers = true)]
     threads: Option<usize>,
-    /// Write ONNX Runtime's per-node profile of the decoder step to PREFIX_<time>.json
+    /// Write ONNX Runtime's per-node profile of each graph to PREFIX_<graph>_<time>.json
     /// (summarise it with scripts/ort_profile_summary.py).
     #[arg(long, value_name = "PREFIX")]
     ort_profile: Option<PathBuf>,
+    /// With --ep cuda: how cuDNN picks the codec's convolution algorithms: heuristic, or
+    /// exhaustive (times every algorithm once per input shape: ~0.5 s per new length).
+    #[arg(long, default_value = "heuristic")]
+    cudnn_conv_search: dia_run::providers::ConvSearch,
+    /// With --ep cuda: run the codec's 1-D convolutions in ONNX Runtime's default [N, C, L, 1]
+    /// layout instead of the faster [N, C, 1, L].
+    #[arg(long)]
+    conv1d_ncl1: bool,
     /// No progress bar and no summary line.
     #[arg(long)]
     quiet: bool,
@@ -111,6 +121,12 @@ struct Args {
     /// Benchmark: run --max-tokens steps (EOS ignored), write nothing, report speed.
     #[arg(long)]
     bench: bool,
+    /// Decode N utterances at once in one batch (fused bundles): the script has one utterance
+    /// per line, and --out / --save-codes name directories that get NNNN.wav / NNNN.npy per
+    /// line. Each line gets seed --seed + its index.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024),
+          conflicts_with_all = ["stream", "bench", "format"])]
+    batch: Option<u32>,
 }
 
 /// `--threads`: a count of 1 or more (0 would leave ONNX Runtime to choose, which is what
@@ -225,9 +241,90 @@ fn main() -> ExitCode {
     }
 }
 
+fn load_model(args: &Args) -> Result<DiaModel> {
+    let model = DiaModel::load(
+        &args.bundle,
+        &ModelOptions {
+            threads: args.threads,
+            provider: args.ep,
+            cuda_graph: args.cuda_graph,
+            coreml_units: args.coreml_units,
+            coreml_cache_dir: None,
+            profile: args.ort_profile.clone(),
+            conv_search: args.cudnn_conv_search,
+            conv1d_ncl1: args.conv1d_ncl1,
+            ..ModelOptions::default()
+        },
+    )?;
+    for w in model.warnings() {
+        eprintln!("warning: {w}");
+    }
+    Ok(model)
+}
+
+/// The voice prompt of --prompt-audio / --prompt-text, encoded by the bundle's codec.
+fn voice_prompt(args: &Args, model: &DiaModel) -> Result<Option<VoicePrompt>> {
+    let (Some(wav), Some(transcript)) = (&args.prompt_audio, &args.prompt_text) else {
+        return Ok(None);
+    };
+    let (samples, sr) = read_audio_mono(wav)?;
+    let samples = resample(&samples, sr, model.sample_rate())?;
+    Ok(Some(VoicePrompt {
+        codes: model.encode_audio(&samples)?,
+        // As in the reference's voice cloning: the transcript goes before the text.
+        transcript: transcript.clone(),
+    }))
+}
+
+fn generate_options(args: &Args) -> GenerateOptions {
+    GenerateOptions {
+        max_tokens: args.max_tokens,
+        cfg_scale: args.cfg_scale,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        cfg_filter_top_k: args.cfg_filter_top_k,
+        seed: args.seed,
+        audio_prompt: None,
+        ignore_eos: args.bench,
+    }
+}
+
+fn run_batch(args: &Args, text: &str) -> Result<()> {
+    let lines = batch_cli::lines_of(text)?;
+    let model = load_model(args)?;
+    let voice = voice_prompt(args, &model)?;
+    let mut opts = generate_options(args);
+    let lines = match voice {
+        Some(v) => {
+            opts.audio_prompt = Some(v.codes);
+            lines
+                .into_iter()
+                .map(|l| format!("{}{l}", v.transcript))
+                .collect()
+        }
+        None => lines,
+    };
+    batch_cli::run(
+        &model,
+        batch_cli::BatchRun {
+            slots: args.batch.unwrap_or(1) as usize,
+            lines,
+            opts,
+            out_dir: args.out.as_deref(),
+            codes_dir: args.save_codes.as_deref(),
+            float: args.float,
+            json: args.json,
+            quiet: args.quiet,
+        },
+    )
+}
+
 fn run(args: Args) -> Result<()> {
     let start = Instant::now();
     let text = read_text(&args)?;
+    if args.batch.is_some() {
+        return run_batch(&args, &text);
+    }
     if args.stream && args.out.is_none() {
         bail!("--stream needs somewhere to stream to: --out - (stdout) or --out FILE.wav");
     }
@@ -244,53 +341,14 @@ fn run(args: Args) -> Result<()> {
         check_writable(p)?;
     }
 
-    let model = DiaModel::load(
-        &args.bundle,
-        &ModelOptions {
-            threads: args.threads,
-            provider: args.ep,
-            cuda_graph: args.cuda_graph,
-            coreml_units: args.coreml_units,
-            coreml_cache_dir: None,
-            profile: args.ort_profile.clone(),
-            ..ModelOptions::default()
-        },
-    )?;
-    for w in model.warnings() {
-        eprintln!("warning: {w}");
-    }
+    let model = load_model(&args)?;
     if args.out.is_some() {
         // Before spending time on generation.
         model.require_codec("write audio")?;
     }
 
-    let mut voice = None;
-    if let (Some(wav), Some(transcript)) = (&args.prompt_audio, &args.prompt_text) {
-        let rate = model
-            .manifest()
-            .dac
-            .as_ref()
-            .map(|d| d.sample_rate)
-            .unwrap_or(44100);
-        let (samples, sr) = read_audio_mono(wav)?;
-        let samples = resample(&samples, sr, rate)?;
-        voice = Some(VoicePrompt {
-            codes: model.encode_audio(&samples)?,
-            // As in the reference's voice cloning: the transcript goes before the text.
-            transcript: transcript.clone(),
-        });
-    }
-
-    let opts = GenerateOptions {
-        max_tokens: args.max_tokens,
-        cfg_scale: args.cfg_scale,
-        temperature: args.temperature,
-        top_p: args.top_p,
-        cfg_filter_top_k: args.cfg_filter_top_k,
-        seed: args.seed,
-        audio_prompt: None,
-        ignore_eos: args.bench,
-    };
+    let voice = voice_prompt(&args, &model)?;
+    let opts = generate_options(&args);
     let sopts = ScriptOptions {
         carry: !args.no_carry,
         crossfade_s: args.crossfade_ms / 1000.0,
@@ -437,6 +495,12 @@ fn run(args: Args) -> Result<()> {
         "streamed": args.stream || to_stdout,
         "first_audio_seconds": first_audio_s,
         "total_seconds": start.elapsed().as_secs_f64(),
+        "load_seconds": {
+            "manifest": model.load_timings().manifest_s,
+            "encoder": model.load_timings().encoder_s,
+            "decoder_step": model.load_timings().decoder_step_s,
+            "codec": model.load_timings().codec_s,
+        },
         "segments": segment_reports,
         "warnings": script.warnings,
         "provider": model.provider().name(),

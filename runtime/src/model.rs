@@ -16,6 +16,10 @@ use crate::error::RuntimeError;
 use crate::providers::{self, ExecutionProvider};
 use crate::session::{self, SessionSettings};
 
+/// Frames per codec call on a GPU (see [`ModelOptions::codec_window`]): a streamed chunk of
+/// the default 32 frames plus its context on both sides fits.
+pub const CODEC_WINDOW: usize = 64;
+
 /// How to run the bundle.
 #[derive(Clone, Debug, Default)]
 pub struct ModelOptions {
@@ -40,9 +44,19 @@ pub struct ModelOptions {
     pub ort_library: Option<PathBuf>,
     /// CUDA only: the GPU to run on.
     pub cuda_device_id: i32,
-    /// Profile the decoder step with ONNX Runtime's profiler into `<prefix>_<time>.json`
+    /// Profile every graph with ONNX Runtime's profiler into `<prefix>_<graph>_<time>.json`
     /// (written when the model is dropped).
     pub profile: Option<PathBuf>,
+    /// Frames per codec decoder call for codecs of dynamic length: every call (one-shot
+    /// windows and streamed chunks alike) the same length, so per-shape set-up on a GPU
+    /// (cuDNN's algorithm choice) is paid once. `None`: [`CODEC_WINDOW`] on CUDA, the exact
+    /// length elsewhere; `Some(0)`: always the exact length.
+    pub codec_window: Option<usize>,
+    /// CUDA only: cuDNN's convolution algorithm search (the codec's convolutions).
+    pub conv_search: providers::ConvSearch,
+    /// CUDA only: 1-D convolutions in ONNX Runtime's default layout (see
+    /// [`providers::ProviderOptions::conv1d_ncl1`]).
+    pub conv1d_ncl1: bool,
 }
 
 pub struct DiaModel {
@@ -55,6 +69,17 @@ pub struct DiaModel {
     layout: StepLayout,
     provider: ExecutionProvider,
     warnings: Vec<String>,
+    load_timings: LoadTimings,
+}
+
+/// Where loading a bundle went (seconds): the manifest and file checks, then each graph's
+/// session (reading its weights, ONNX Runtime's graph optimisation, the provider's set-up).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadTimings {
+    pub manifest_s: f64,
+    pub encoder_s: f64,
+    pub decoder_step_s: f64,
+    pub codec_s: f64,
 }
 
 impl DiaModel {
@@ -67,8 +92,11 @@ impl DiaModel {
                 what: "the bundle directory".into(),
             });
         }
+        let t = std::time::Instant::now();
+        let mut load_timings = LoadTimings::default();
         let manifest = Manifest::load(dir)?;
         manifest.check_files(dir)?;
+        load_timings.manifest_s = t.elapsed().as_secs_f64();
         crate::onnxruntime::environment_with(opts.ort_library.as_deref())?;
         let mut warnings = Vec::new();
         if let (Some(asked), Some(loaded)) = (&opts.ort_library, crate::onnxruntime::library_path())
@@ -91,11 +119,17 @@ impl DiaModel {
             coreml_cache_dir: opts.coreml_cache_dir.clone(),
             cuda_device_id: opts.cuda_device_id,
             profile: opts.profile.clone(),
+            conv_search: opts.conv_search,
+            conv1d_ncl1: opts.conv1d_ncl1,
         };
         let g = &manifest.graphs;
         let cfg = &manifest.config;
+        let t = std::time::Instant::now();
         let enc = session::open(dir, "encoder", &g.encoder, &settings, false)?;
+        load_timings.encoder_s = t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
         let dec = session::open(dir, "decoder_step", &g.decoder_step, &settings, true)?;
+        load_timings.decoder_step_s = t.elapsed().as_secs_f64();
         warnings.extend(dec.warning.iter().cloned());
         let on_cuda = dec.provider == ExecutionProvider::Cuda;
         if on_cuda && layout.target == Target::Fused && layout.dtype == Dtype::Float32 {
@@ -107,14 +141,23 @@ impl DiaModel {
                     .into(),
             );
         }
+        let t = std::time::Instant::now();
         let codec = match (&g.dac_decoder, &g.dac_encoder, &manifest.dac) {
-            (Some(d), Some(e), Some(info)) => Some(Codec::new(
-                session::open(dir, "dac_decoder", d, &settings, false)?.session,
-                session::open(dir, "dac_encoder", e, &settings, false)?.session,
-                info.clone(),
-            )),
+            (Some(d), Some(e), Some(info)) => {
+                let dec = session::open(dir, "dac_decoder", d, &settings, false)?;
+                let enc = session::open(dir, "dac_encoder", e, &settings, false)?;
+                // On a GPU every new input length costs set-up (cuDNN's algorithm choice):
+                // decode in windows of one length there.
+                let window = match opts.codec_window {
+                    Some(0) => None,
+                    Some(n) => Some(n),
+                    None => (dec.provider == ExecutionProvider::Cuda).then_some(CODEC_WINDOW),
+                };
+                Some(Codec::new(dec.session, enc.session, info.clone(), window)?)
+            }
             _ => None,
         };
+        load_timings.codec_s = t.elapsed().as_secs_f64();
         let layers = cfg.decoder_config.num_hidden_layers;
         Ok(Self {
             decoder: DecoderStep::new(
@@ -132,6 +175,7 @@ impl DiaModel {
             layout,
             provider: dec.provider,
             warnings,
+            load_timings,
             manifest,
         })
     }
@@ -165,6 +209,11 @@ impl DiaModel {
     /// The decoder step and its pool of states.
     pub fn decoder(&self) -> &DecoderStep {
         &self.decoder
+    }
+
+    /// Where loading went.
+    pub fn load_timings(&self) -> LoadTimings {
+        self.load_timings
     }
 
     /// Warnings from loading (e.g. a requested provider that fell back to the CPU).
@@ -227,6 +276,16 @@ impl DiaModel {
         }
         let cross = self.encoder.encode(text, self.text_bucket(text.len()))?;
         self.decoder.checkout(cross)
+    }
+
+    /// The decoder's cross inputs for `text` (conditional tokens, unpadded), padded to `bucket`
+    /// text positions.
+    pub(crate) fn encode_cross(
+        &self,
+        text: &[i64],
+        bucket: usize,
+    ) -> Result<crate::encoder::CrossInputs, RuntimeError> {
+        self.encoder.encode(text, bucket)
     }
 
     /// Encoder states `[2, len, E]` for `text` (unpadded conditional tokens), padded with 0

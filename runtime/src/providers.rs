@@ -75,6 +75,31 @@ impl std::str::FromStr for CoreMlUnits {
     }
 }
 
+/// How cuDNN picks convolution algorithms (the codec's convolutions; CUDA only).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConvSearch {
+    /// ONNX Runtime's default: time every algorithm for each new input shape, about 0.5 s
+    /// per shape for the codec, and every utterance length or streamed window is a new shape
+    /// (`benchmarks/streaming.md`, GPU run 15).
+    Exhaustive,
+    /// cuDNN's heuristics, no timing: no first-call cost per shape.
+    #[default]
+    Heuristic,
+}
+
+impl std::str::FromStr for ConvSearch {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "exhaustive" => Ok(Self::Exhaustive),
+            "heuristic" => Ok(Self::Heuristic),
+            _ => Err(format!(
+                "unknown cuDNN convolution search `{s}` (exhaustive, heuristic)"
+            )),
+        }
+    }
+}
+
 /// Provider settings beyond the choice of provider.
 #[derive(Clone, Debug, Default)]
 pub struct ProviderOptions {
@@ -82,6 +107,11 @@ pub struct ProviderOptions {
     pub cuda_graph: bool,
     /// CUDA: the GPU.
     pub cuda_device_id: i32,
+    /// CUDA: cuDNN's convolution algorithm search.
+    pub conv_search: ConvSearch,
+    /// CUDA: run 1-D convolutions as ONNX Runtime's default `[N, C, L, 1]` instead of
+    /// `[N, C, 1, L]` (cuDNN's faster path for long 1-D inputs, which we use by default).
+    pub conv1d_ncl1: bool,
     /// CoreML: compute units.
     pub coreml_units: CoreMlUnits,
     /// CoreML: where compiled models are cached, so the second start is fast.
@@ -115,6 +145,11 @@ pub fn register(
             ExecutionProvider::Cuda => ep::CUDA::default()
                 .with_device_id(opts.cuda_device_id)
                 .with_cuda_graph(opts.cuda_graph)
+                .with_conv_algorithm_search(match opts.conv_search {
+                    ConvSearch::Exhaustive => ep::cuda::ConvAlgorithmSearch::Exhaustive,
+                    ConvSearch::Heuristic => ep::cuda::ConvAlgorithmSearch::Heuristic,
+                })
+                .with_conv1d_pad_to_nc1d(!opts.conv1d_ncl1)
                 .build(),
             ExecutionProvider::CoreMl => coreml(opts),
             _ => continue,

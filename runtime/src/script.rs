@@ -110,9 +110,20 @@ impl ScriptPlan {
             return Err(RuntimeError::EmptyText);
         }
         let estimate = |bytes: usize| (bytes as f32 * sopts.frames_per_byte).ceil() as usize;
-        // Whole, as given, when it fits one generation.
-        if voice_tokens + count_tokens(script) <= window
-            && 1 + voice_frames + estimate(script.len()) + max_delay <= steps
+        let parts = if sopts.carry { 2 } else { 1 };
+        let room = steps.saturating_sub(1 + voice_frames);
+        let segment_steps = room / parts;
+        // A carried transcript and the new text are joined by a space.
+        let max_tokens = window.saturating_sub(voice_tokens + parts - 1) / parts;
+        let splittable = segment_steps > max_delay + 1 && max_tokens >= 8;
+        let fits_window = voice_tokens + count_tokens(script) <= window;
+        // Whole, as given, when it fits the text window and either its estimated frames fit
+        // the budget or the budget is the user's own (`max_tokens`: one generation of at most
+        // that many steps, as the reference's `generate`).
+        if fits_window
+            && (opts.max_tokens.is_some()
+                || 1 + voice_frames + estimate(script.len()) + max_delay <= steps
+                || !splittable)
         {
             // The segmenter's checks and warnings still apply.
             let split = split_script(
@@ -134,17 +145,20 @@ impl ScriptPlan {
                 estimated_frames: steps.saturating_sub(1 + voice_frames),
             });
         }
-        let parts = if sopts.carry { 2 } else { 1 };
-        let room = steps.saturating_sub(1 + voice_frames);
-        let segment_steps = room / parts;
-        // A carried transcript and the new text are joined by a space.
-        let max_tokens = window.saturating_sub(voice_tokens + parts - 1) / parts;
-        if segment_steps <= max_delay + 1 || max_tokens < 8 {
+        if !splittable {
+            let voice = if voice.is_some() {
+                format!(
+                    " after the voice prompt ({voice_frames} frames, {voice_tokens} tokens of \
+                     transcript)"
+                )
+            } else {
+                String::new()
+            };
             return Err(RuntimeError::InvalidOption(format!(
-                "the script needs splitting, but the voice prompt ({voice_frames} frames, \
-                 {voice_tokens} tokens of transcript) leaves too little of the bundle's \
-                 {steps} steps and {window}-token text window for a segment: use a shorter \
-                 voice prompt"
+                "the script ({} tokens) is longer than the {window}-token text window and \
+                 needs splitting, but {steps} steps{voice} leave too little for a segment: \
+                 raise --max-tokens or use a shorter voice prompt",
+                count_tokens(script)
             )));
         }
         let target_bytes =

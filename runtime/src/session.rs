@@ -23,6 +23,8 @@ pub struct SessionSettings {
     pub coreml_cache_dir: Option<PathBuf>,
     pub cuda_device_id: i32,
     pub profile: Option<PathBuf>,
+    pub conv_search: providers::ConvSearch,
+    pub conv1d_ncl1: bool,
 }
 
 /// An opened session and the provider it runs on (with a warning if that is not the one
@@ -69,12 +71,19 @@ pub fn open(
         // decoder step needs. The step's own threads keep spinning (benchmarks/cpu.md).
         b = b.with_intra_op_spinning(false).map_err(ort::Error::from)?;
     }
-    if let (Some(prefix), true) = (&s.profile, step) {
-        b = b.with_profiling(prefix).map_err(ort::Error::from)?;
+    if let Some(prefix) = &s.profile {
+        // One profile per graph: PREFIX_decoder_step_<time>.json, PREFIX_dac_decoder_...
+        let mut p = prefix.clone().into_os_string();
+        p.push(format!("_{role}"));
+        b = b
+            .with_profiling(PathBuf::from(p))
+            .map_err(ort::Error::from)?;
     }
     let popts = providers::ProviderOptions {
         cuda_graph: s.cuda_graph && step,
         cuda_device_id: s.cuda_device_id,
+        conv_search: s.conv_search,
+        conv1d_ncl1: s.conv1d_ncl1,
         coreml_units: s.coreml_units,
         coreml_cache_dir: Some(
             s.coreml_cache_dir

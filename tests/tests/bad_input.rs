@@ -134,7 +134,7 @@ fn cli_reports_bad_checkpoint_with_nonzero_exit() {
 }
 
 #[test]
-fn run_rejects_empty_and_too_long_text() {
+fn run_rejects_empty_text_and_splits_text_longer_than_the_window() {
     let b = bundle("tiny-nari");
     let codes = scratch().join("never.npy");
     let o = dia_run(
@@ -143,15 +143,31 @@ fn run_rejects_empty_and_too_long_text() {
     );
     assert!(!o.status.success());
     assert!(stderr(&o).contains("text is empty"), "{}", stderr(&o));
+    assert!(!codes.exists(), "nothing may be written on error");
+    // One word longer than the 64-token window: split inside it, with a warning saying so.
     let long = "[S1] ".to_string() + &"a".repeat(100);
+    let split = scratch().join("split.npy");
     let o = dia_run(
         &b,
-        &["--text", &long, "--save-codes", codes.to_str().unwrap()],
+        &["--text", &long, "--save-codes", split.to_str().unwrap()],
     );
-    assert!(!o.status.success());
+    assert!(o.status.success(), "{}", stderr(&o));
     let e = stderr(&o);
-    assert!(e.contains("102 tokens") && e.contains("at most 64"), "{e}");
-    assert!(!codes.exists(), "nothing may be written on error");
+    assert!(
+        e.contains("longer than the text window") && e.contains("cut inside it"),
+        "{e}"
+    );
+    assert!(split.exists());
+    // The library's single generation still refuses it, naming both lengths.
+    let model = dia_run::DiaModel::load(&b, &dia_run::ModelOptions::default()).unwrap();
+    let err = model
+        .generate(&long, &dia_run::GenerateOptions::default(), |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("102 tokens") && err.contains("at most 64"),
+        "{err}"
+    );
 }
 
 #[test]

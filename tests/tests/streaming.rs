@@ -246,3 +246,67 @@ fn dia_run_stream_needs_a_codec_and_a_destination() {
     let e = dia_tests::stderr(&o);
     assert!(e.contains("--stream needs somewhere to stream to"), "{e}");
 }
+
+#[test]
+fn fixed_codec_windows_decode_as_the_whole_and_stream_the_same() {
+    // What the CUDA codec does by default (every call the same length, so the GPU's per-shape
+    // set-up is paid once), forced on the CPU: one-shot windows and streamed chunks both equal
+    // the exact whole decode within float rounding, for lengths shorter and longer than a window.
+    let b = target_bundle(Target::Fused, DType::F32, Some(fixtures().join("tiny-dac")));
+    let exact = DiaModel::load(
+        &b,
+        &ModelOptions {
+            codec_window: Some(0),
+            ..ModelOptions::default()
+        },
+    )
+    .unwrap();
+    let windowed = DiaModel::load(
+        &b,
+        &ModelOptions {
+            codec_window: Some(40),
+            ..ModelOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(exact.codec().unwrap().window(), None);
+    assert_eq!(windowed.codec().unwrap().window(), Some(40));
+    let (_, _, want) = greedy_case_named("long");
+    for frames in [30, 40, 41, 97, 134] {
+        let codes = Frames {
+            channels: want.ncols(),
+            data: want.iter().cloned().take(frames * want.ncols()).collect(),
+        };
+        let whole = exact.decode_audio(&codes).unwrap();
+        let one_shot = windowed.decode_audio(&codes).unwrap();
+        let err = rel_to_peak(&one_shot, &whole);
+        assert!(err <= 1e-4, "{frames} frames: windowed one-shot {err}");
+        for sizes in [
+            ChunkSizes { first: 1, rest: 5 },
+            ChunkSizes { first: 4, rest: 18 },
+        ] {
+            let mut dec = StreamDecoder::new(windowed.codec().unwrap(), sizes).unwrap();
+            let mut streamed = Vec::new();
+            for f in codes.data.chunks(9 * 3) {
+                streamed.extend_from_slice(dec.push(f).unwrap());
+            }
+            streamed.extend_from_slice(dec.finish().unwrap());
+            let err = rel_to_peak(&streamed, &whole);
+            assert!(err <= 1e-4, "{frames} frames, {sizes:?}: streamed {err}");
+        }
+    }
+    // Every call was one window long, but for the utterance shorter than a window (exact).
+    assert_eq!(windowed.codec().unwrap().lengths_seen(), vec![30, 40]);
+    // A window too small for its context on both sides is refused at load.
+    let err = DiaModel::load(
+        &b,
+        &ModelOptions {
+            codec_window: Some(20),
+            ..ModelOptions::default()
+        },
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("context"), "{err}");
+}
