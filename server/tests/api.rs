@@ -674,15 +674,24 @@ async fn models_page_metrics() {
             .status(),
         200
     );
-    let text = s
-        .client
-        .get(format!("{}/metrics", s.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // The job is counted when its worker ends, which may be just after the response's last
+    // byte: wait for it (a loaded machine can take a moment).
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = s
+            .client
+            .get(format!("{}/metrics", s.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("dia_speech_jobs_total{outcome=\"done\"} 1") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     for want in [
         "dia_http_responses_total{route=\"/v1/audio/speech\",status=\"200\"} 1",
         "dia_speech_jobs_total{outcome=\"done\"} 1",
