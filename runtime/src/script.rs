@@ -256,6 +256,71 @@ pub fn segment_seed(seed: u64, k: usize) -> u64 {
     seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
+/// What segment `k` of `plan` is generated with: its text and its generation options.
+///
+/// The text is the voice's transcript, then (when the plan carries and `k > 0`) the previous
+/// segment's text and a space, then the segment's own text; the audio prompt is the voice's
+/// codes, then the previous segment's codes. The seed is [`segment_seed`] of `base`'s, and a
+/// split script's segment may take `1 + prompt frames + plan.segment_steps` steps (a whole
+/// script keeps `base`'s budget). `base` gives the sampling settings (its `audio_prompt` is
+/// replaced); `prev` is segment `k - 1`'s text and codes (`[n, channels]`, as generated), used
+/// only when carried; `channels` is the model's codebooks.
+///
+/// The one definition of a segment's inputs: [`ScriptGenerator`] runs it, and so can anything
+/// that decodes segments elsewhere (a server on a [`crate::batch::Scheduler`]), with the same
+/// codes.
+pub fn segment_request(
+    plan: &ScriptPlan,
+    voice: Option<&VoicePrompt>,
+    prev: Option<(&str, &[i64])>,
+    k: usize,
+    base: &GenerateOptions,
+    channels: usize,
+) -> (String, GenerateOptions) {
+    let carried = if plan.carry && k > 0 { prev } else { None };
+    debug_assert!(
+        !(plan.carry && k > 0) || carried.is_some(),
+        "segment {k} of a carried script needs the previous segment"
+    );
+    let mut text = String::new();
+    let mut prompt = Frames {
+        channels,
+        data: Vec::new(),
+    };
+    if let Some(v) = voice {
+        text.push_str(&v.transcript);
+        prompt.data.extend_from_slice(&v.codes.data);
+    }
+    if let Some((prev_text, prev_codes)) = carried {
+        text.push_str(prev_text);
+        text.push(' ');
+        prompt.data.extend_from_slice(prev_codes);
+    }
+    text.push_str(&plan.segments[k].text);
+    let prompt_frames = prompt.len();
+    let opts = GenerateOptions {
+        max_tokens: match plan.segment_steps {
+            Some(s) => Some(1 + prompt_frames + s),
+            None => base.max_tokens,
+        },
+        seed: base.seed.map(|s| segment_seed(s, k)),
+        audio_prompt: (!prompt.is_empty()).then_some(prompt),
+        ..base.clone()
+    };
+    (text, opts)
+}
+
+/// The warning for segment `k` of `plan` that used all its `steps` steps without EOS.
+pub fn unfinished_segment_warning(plan: &ScriptPlan, k: usize, steps: usize) -> String {
+    let preview: String = plan.segments[k].text.chars().take(48).collect();
+    format!(
+        "segment {}/{} used all its {steps} steps without ending (no EOS), so it may stop \
+         mid-word: \"{preview}…\"; give it fewer words, or more steps with --max-tokens",
+        k + 1,
+        plan.segments.len(),
+    )
+}
+
 /// Generates a [`ScriptPlan`] segment after segment, a step at a time.
 pub struct ScriptGenerator<'m> {
     model: &'m DiaModel,
@@ -332,44 +397,28 @@ impl<'m> ScriptGenerator<'m> {
     }
 
     /// The text and the audio prompt segment `k` is generated with: the voice, then the
-    /// segment before it (when carried), then its own text.
+    /// segment before it (when carried), then its own text (see [`segment_request`]).
     pub fn inputs(&self, k: usize) -> (String, Option<Frames>) {
-        let seg = &self.plan.segments[k];
-        let mut text = String::new();
-        let mut prompt = Frames {
-            channels: self.codes.channels,
-            data: Vec::new(),
-        };
-        if let Some(v) = &self.voice {
-            text.push_str(&v.transcript);
-            prompt.data.extend_from_slice(&v.codes.data);
-        }
-        if self.plan.carry && k > 0 {
-            let prev = &self.reports[k - 1];
-            text.push_str(&prev.text);
-            text.push(' ');
-            let c = self.codes.channels;
-            prompt
-                .data
-                .extend_from_slice(&self.codes.data[prev.frames.start * c..prev.frames.end * c]);
-        }
-        text.push_str(&seg.text);
-        (text, (!prompt.is_empty()).then_some(prompt))
+        let (text, opts) = self.request(k);
+        (text, opts.audio_prompt)
+    }
+
+    /// Segment `k`'s text and options ([`segment_request`] with the segment before it).
+    fn request(&self, k: usize) -> (String, GenerateOptions) {
+        let c = self.codes.channels;
+        let prev = k.checked_sub(1).and_then(|j| self.reports.get(j)).map(|r| {
+            (
+                r.text.as_str(),
+                &self.codes.data[r.frames.start * c..r.frames.end * c],
+            )
+        });
+        segment_request(&self.plan, self.voice.as_ref(), prev, k, &self.base, c)
     }
 
     fn start_segment(&mut self) -> Result<(), RuntimeError> {
         let k = self.next;
-        let (text, prompt) = self.inputs(k);
-        let prompt_frames = prompt.as_ref().map_or(0, Frames::len);
-        let opts = GenerateOptions {
-            max_tokens: match self.plan.segment_steps {
-                Some(s) => Some(1 + prompt_frames + s),
-                None => self.base.max_tokens,
-            },
-            seed: self.base.seed.map(|s| segment_seed(s, k)),
-            audio_prompt: prompt,
-            ..self.base.clone()
-        };
+        let (text, opts) = self.request(k);
+        let prompt_frames = opts.audio_prompt.as_ref().map_or(0, Frames::len);
         let prompt_text = text[..text.len() - self.plan.segments[k].text.len()].to_string();
         self.current = Some(Generator::new(self.model, &text, &opts)?);
         self.current_prompt = (prompt_text, prompt_frames);
@@ -417,14 +466,7 @@ impl<'m> ScriptGenerator<'m> {
             self.first_step_s = gen.first_step_s;
         }
         if gen.eos_step.is_none() && !self.base.ignore_eos {
-            let preview: String = seg.text.chars().take(48).collect();
-            let msg = format!(
-                "segment {}/{} used all its {} steps without ending (no EOS), so it may stop \
-                 mid-word: \"{preview}…\"; give it fewer words, or more steps with --max-tokens",
-                k + 1,
-                self.plan.segments.len(),
-                gen.steps
-            );
+            let msg = unfinished_segment_warning(&self.plan, k, gen.steps);
             tracing::warn!("{msg}");
             self.warnings.push(msg);
         }
