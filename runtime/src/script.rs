@@ -109,6 +109,12 @@ impl ScriptPlan {
         if script.trim().is_empty() {
             return Err(RuntimeError::EmptyText);
         }
+        if voice.is_some() && 1 + voice_frames >= steps {
+            return Err(RuntimeError::InvalidOption(format!(
+                "the voice prompt ({voice_frames} frames) leaves no room for speech in {steps} \
+                 steps: use a shorter recording, or raise --max-tokens"
+            )));
+        }
         let estimate = |bytes: usize| (bytes as f32 * sopts.frames_per_byte).ceil() as usize;
         let parts = if sopts.carry { 2 } else { 1 };
         let room = steps.saturating_sub(1 + voice_frames);

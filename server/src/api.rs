@@ -144,6 +144,7 @@ async fn health(State(app): AppState) -> Json<serde_json::Value> {
         "queued": e.queued(),
         "max_concurrent": e.config().max_concurrent,
         "queue": e.config().queue,
+        "batch": e.batch_slots(),
     }))
 }
 
@@ -154,6 +155,7 @@ async fn metrics(State(app): AppState) -> impl IntoResponse {
         queued: e.queued(),
         max_concurrent: e.config().max_concurrent,
         queue_capacity: e.config().queue,
+        batch: e.batch_stats(),
     });
     (
         [(
