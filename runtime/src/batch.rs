@@ -587,6 +587,7 @@ pub struct Scheduler {
     submit: Option<mpsc::Sender<Submission>>,
     thread: Option<std::thread::JoinHandle<()>>,
     capacity: usize,
+    text_len: usize,
     stats: Arc<Mutex<SchedulerStats>>,
 }
 
@@ -602,7 +603,7 @@ impl Scheduler {
             .spawn(move || {
                 let batch = match Batch::new(&model, &opts) {
                     Ok(b) => {
-                        let _ = ready_tx.send(Ok(()));
+                        let _ = ready_tx.send(Ok(b.text_len()));
                         b
                     }
                     Err(e) => {
@@ -614,10 +615,11 @@ impl Scheduler {
             })
             .map_err(|e| RuntimeError::Internal(format!("cannot start the batch thread: {e}")))?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Self {
+            Ok(Ok(text_len)) => Ok(Self {
                 submit: Some(tx),
                 thread: Some(thread),
                 capacity: opts.slots,
+                text_len,
                 stats,
             }),
             Ok(Err(e)) => {
@@ -633,6 +635,11 @@ impl Scheduler {
     /// Utterances decoded at once.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// The text positions each slot reads (texts of more tokens are refused at submit).
+    pub fn text_len(&self) -> usize {
+        self.text_len
     }
 
     /// Steps run and utterances decoded so far.

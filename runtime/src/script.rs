@@ -54,6 +54,10 @@ pub struct ScriptOptions {
     /// Frames of speech per byte of text, to size segments: Dia speaks ~14 characters a
     /// second, about 6 frames (86 per second) each; 7 leaves a margin.
     pub frames_per_byte: f32,
+    /// Text tokens a segment's input may take (voice transcript and carried text included);
+    /// `None`: the bundle's window, and a larger value is cut to it. A server decoding on a
+    /// [`crate::batch::Batch`] of a shorter text length plans for that length.
+    pub text_window: Option<usize>,
 }
 
 impl Default for ScriptOptions {
@@ -62,6 +66,7 @@ impl Default for ScriptOptions {
             carry: true,
             crossfade_s: 0.04,
             frames_per_byte: 7.0,
+            text_window: None,
         }
     }
 }
@@ -102,7 +107,15 @@ impl ScriptPlan {
                 "the crossfade must be between 0 and 1 second".into(),
             ));
         }
-        let window = m.max_text_len;
+        let window = match sopts.text_window {
+            None => m.max_text_len,
+            Some(0) => {
+                return Err(RuntimeError::InvalidOption(
+                    "the text window must be at least one token".into(),
+                ))
+            }
+            Some(w) => w.min(m.max_text_len),
+        };
         let max_delay = cfg.max_delay();
         let (voice_frames, voice_tokens) =
             voice.map_or((0, 0), |v| (v.codes.len(), count_tokens(&v.transcript)));

@@ -188,11 +188,15 @@ pub struct EngineConfig {
     /// takes a batch (the manifest's `step_batches`: fused bundles of format 4 on); otherwise, or when `false`,
     /// each job decodes on its own thread.
     ///
-    /// The batch reads the bundle's whole text window in every slot's cross-attention (so any
-    /// segment fits), where a job alone reads only its text's bucket: on the CPU, where one
-    /// generation already uses every core, that is a little more work per step for nothing
-    /// shared; with several slots on a GPU the steps are shared.
+    /// Every slot's cross-attention reads the batch's whole text length each step, where a job
+    /// alone reads only its text's bucket: on the CPU, where one generation already uses
+    /// every core, that is a little more work per step for nothing shared; with several slots
+    /// on a GPU the steps are shared (see `batch_text_len`).
     pub batch: bool,
+    /// The batch's text length, in tokens (rounded up to the bundle's text bucket); `None`:
+    /// the bundle's whole window. Scripts are planned for it, so a shorter one splits long
+    /// inputs into more, shorter segments, and makes every step of a large batch cheaper.
+    pub batch_text_len: Option<usize>,
     /// Jobs waiting for a slot, at most.
     pub queue: usize,
     /// Streamed chunk sizes.
@@ -208,6 +212,7 @@ impl Default for EngineConfig {
         Self {
             max_concurrent: 1,
             batch: true,
+            batch_text_len: None,
             queue: 16,
             chunks: ChunkSizes::default(),
             channel_chunks: 16,
@@ -308,8 +313,8 @@ impl Engine {
         } else {
             let opts = BatchOptions {
                 slots: config.max_concurrent,
-                // The bundle's whole window: any segment of a plan fits.
-                text_len: None,
+                // Plans are made for the batch's text length, so every segment fits.
+                text_len: config.batch_text_len,
             };
             match Scheduler::spawn(model.clone(), opts) {
                 Ok(s) => Some(s),
@@ -346,6 +351,19 @@ impl Engine {
     /// The batching scheduler's slots, when jobs decode together; `None`: a thread each.
     pub fn batch_slots(&self) -> Option<usize> {
         self.scheduler.as_ref().map(Scheduler::capacity)
+    }
+
+    /// The batch's text length, when jobs decode together.
+    pub fn batch_text_len(&self) -> Option<usize> {
+        self.scheduler.as_ref().map(Scheduler::text_len)
+    }
+
+    /// How jobs' scripts are split: every segment fits the batch's text length.
+    pub fn script_options(&self) -> ScriptOptions {
+        ScriptOptions {
+            text_window: self.batch_text_len(),
+            ..ScriptOptions::default()
+        }
     }
 
     /// What the batching scheduler has done so far, when there is one.
@@ -593,7 +611,12 @@ fn generate(
 ) -> Result<Option<Finished>, EngineError> {
     let model = &*engine.model;
     let voice = job.voice.map(|load| load(model)).transpose()?;
-    let plan = ScriptPlan::new(model, &job.text, voice.as_ref(), &job.options, &job.script)?;
+    let mut sopts = job.script;
+    if let Some(t) = engine.batch_text_len() {
+        // Every segment must fit the batch.
+        sopts.text_window = Some(sopts.text_window.map_or(t, |w| w.min(t)));
+    }
+    let plan = ScriptPlan::new(model, &job.text, voice.as_ref(), &job.options, &sopts)?;
     if let Some(max) = job.max_frames {
         if plan.estimated_frames > max {
             return Err(EngineError::Invalid(format!(
@@ -617,7 +640,7 @@ fn generate(
     let chunks = engine.config.chunks;
     match &engine.scheduler {
         Some(scheduler) => {
-            let job = Batched::new(model, scheduler, plan, voice, &job.options, &job.script)?;
+            let job = Batched::new(model, scheduler, plan, voice, &job.options, &sopts)?;
             // The chunk sizes and the first segment's request (options, voice prompt) are
             // checked before saying it started.
             let decoder = StreamDecoder::new(model.require_codec("stream audio")?, chunks)?;
@@ -628,7 +651,7 @@ fn generate(
             job.run(first, decoder, chunks, sink)
         }
         None => {
-            let stream = ScriptStream::new(model, plan, voice, &job.options, &job.script, chunks)?;
+            let stream = ScriptStream::new(model, plan, voice, &job.options, &sopts, chunks)?;
             if !sink.send(Event::Started(info)) {
                 return Ok(None);
             }

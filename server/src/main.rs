@@ -48,6 +48,11 @@ struct Args {
     /// step takes one utterance get anyway).
     #[arg(long)]
     batch: Option<u32>,
+    /// Text tokens each batch slot reads every step (rounded up to the bundle's bucket);
+    /// default: the bundle's whole window. Shorter makes a large batch's steps cheaper, and
+    /// long inputs are then split into more, shorter segments.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    batch_text_len: Option<u32>,
     /// Requests waiting for a slot at most; beyond that the server answers 503 with Retry-After.
     #[arg(long, default_value_t = 16)]
     queue: u32,
@@ -123,6 +128,7 @@ fn main() -> Result<()> {
         engine: EngineConfig {
             max_concurrent: max_concurrent as usize,
             batch,
+            batch_text_len: args.batch_text_len.map(|t| t as usize),
             queue: args.queue as usize,
             chunks: ChunkSizes {
                 first: args.first_chunk_frames as usize,
@@ -155,6 +161,7 @@ fn main() -> Result<()> {
             provider = provider.name(),
             max_concurrent,
             batch = ?batch_slots,
+            batch_text_len = ?app.engine.batch_text_len(),
             queue = args.queue,
             "serving {}",
             args.bundle.display()

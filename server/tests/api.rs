@@ -810,3 +810,26 @@ async fn batched_requests_decode_together_and_equal_each_alone() {
         .unwrap();
     assert!(!metrics.contains("dia_batch_steps_total"), "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shorter_batch_text_length_splits_scripts_to_fit() {
+    let whole = Server::start(|_| {}).await;
+    let short = Server::start(|c| c.engine.batch_text_len = Some(32)).await;
+    let h = short.get_json("/health").await;
+    assert_eq!(h["batch_text_len"], 32, "{h}");
+    assert_eq!(whole.get_json("/health").await["batch_text_len"], 64);
+    // 44 tokens: one generation in the bundle's window (64), two segments in 32.
+    let input = "[S1] Hello there. [S2] How are you doing now?";
+    let body = json!({"model": "dia", "input": input, "seed": 4, "max_tokens": 120});
+    let segments = |r: &reqwest::Response| header(r, "x-dia-segments").parse::<usize>().unwrap();
+    let a = whole.speech(body.clone()).await;
+    let b = short.speech(body).await;
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    assert!(
+        segments(&b) > segments(&a),
+        "{} vs {}",
+        segments(&b),
+        segments(&a)
+    );
+    assert!(header(&b, "x-dia-samples").parse::<usize>().unwrap() > 0);
+}
