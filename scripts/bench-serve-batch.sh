@@ -19,6 +19,9 @@ stop_server() {
   pid=
 }
 trap 'stop_server; rm -rf "$work"' EXIT
+metrics() {
+  python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1] + "/metrics").read().decode())' "$url"
+}
 for setting in "$@"; do
   # shellcheck disable=SC2086
   "$bin/dia-serve" --bundle "$bundle" --ep "$ep" --port 0 --queue 256 $setting 2> "$work/server.log" &
@@ -38,10 +41,10 @@ for setting in "$@"; do
   # Warm-up: one request (first runs allocate, CUDA graphs are captured).
   python3 scripts/server_check.py load --url "$url" --clients 1 --requests 1 \
     --max-tokens "$max_tokens" --timeout 600 > /dev/null || true
-  before=$(curl -s "$url/metrics")
+  before=$(metrics)
   load=$(python3 scripts/server_check.py load --url "$url" --clients "$clients" \
     --requests "$requests" --max-tokens "$max_tokens" --timeout 600 || true)
-  after=$(curl -s "$url/metrics")
+  after=$(metrics)
   stop_server
   python3 - "$setting" "$load" "$before" "$after" << 'PY'
 import json, sys
