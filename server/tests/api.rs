@@ -480,6 +480,27 @@ async fn busy_then_disconnect_frees_the_slot() {
         "{st}"
     );
     eprintln!("slot freed {took:?} after the disconnect");
+    // The batch's row too: the scheduler drops the request at its next frames.
+    let t = Instant::now();
+    loop {
+        let m = s
+            .client
+            .get(format!("{}/metrics", s.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if m.lines().any(|l| l == "dia_batch_active 0") {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the batch kept a row:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let metrics = s
         .client
         .get(format!("{}/metrics", s.url))
