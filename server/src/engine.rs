@@ -189,9 +189,9 @@ pub struct EngineConfig {
     /// each job decodes on its own thread.
     ///
     /// Every slot's cross-attention reads the batch's whole text length each step, where a job
-    /// alone reads only its text's bucket: on the CPU, where one generation already uses
-    /// every core, that is a little more work per step for nothing shared; with several slots
-    /// on a GPU the steps are shared (see `batch_text_len`).
+    /// alone reads only its text's bucket: with one slot that is a little more work per step
+    /// for nothing shared (`dia-serve` batches only from two slots on, unless told); with
+    /// several slots on a GPU the steps are shared (see `batch_text_len`).
     pub batch: bool,
     /// The batch's text length, in tokens (rounded up to the bundle's text bucket); `None`:
     /// the bundle's whole window. Scripts are planned for it, so a shorter one splits long

@@ -43,9 +43,10 @@ struct Args {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     max_concurrent: Option<u32>,
     /// Slots of the batching scheduler: generations decoded together, in the rows of one
-    /// decoder step (so also the generations running at once). Default: --max-concurrent's.
-    /// 0: no scheduler, each generation decodes on a thread of its own (what bundles whose
-    /// step takes one utterance get anyway).
+    /// decoder step (so also the generations running at once). Default: --max-concurrent's
+    /// when that is more than 1, else 0 (a batch of one shares nothing and reads the whole
+    /// text window every step). 0: no scheduler, each generation decodes on a thread of its
+    /// own (what bundles whose step takes one utterance get anyway).
     #[arg(long)]
     batch: Option<u32>,
     /// Text tokens each batch slot reads every step (rounded up to the bundle's bucket);
@@ -99,7 +100,10 @@ fn main() -> Result<()> {
         .init();
     let args = Args::parse();
     let (max_concurrent, batch) = match (args.batch, args.max_concurrent) {
-        (None, m) => (m.unwrap_or(1), true),
+        (None, m) => {
+            let m = m.unwrap_or(1);
+            (m, m > 1)
+        }
         (Some(0), m) => (m.unwrap_or(1), false),
         (Some(b), None) => (b, true),
         (Some(b), Some(m)) if b == m => (b, true),
@@ -123,6 +127,10 @@ fn main() -> Result<()> {
         tracing::warn!("{w}");
     }
     model.require_codec("serve speech")?;
+    let window = model.manifest().max_text_len;
+    if let Some(t) = args.batch_text_len.filter(|&t| t as usize > window) {
+        anyhow::bail!("--batch-text-len {t} is more than the bundle's text window of {window}");
+    }
     let rate = model.sample_rate();
     let config = ServerConfig {
         engine: EngineConfig {
