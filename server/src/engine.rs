@@ -157,6 +157,8 @@ struct Tracker {
     cancel: AtomicBool,
     submitted: Instant,
     started: Mutex<Option<Instant>>,
+    /// The job's end is recorded ([`Engine::end`]).
+    ended: AtomicBool,
 }
 
 impl Tracker {
@@ -271,18 +273,7 @@ struct Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        let mut p = self.tracker.snapshot();
-        if matches!(p.state, State::Queued | State::Running) {
-            p.state = State::Cancelled;
-        }
-        self.engine.metrics.job_ended(&p);
-        let mut jobs = self.engine.jobs.lock().unwrap_or_else(|e| e.into_inner());
-        jobs.live.remove(&self.id);
-        jobs.finished.push_back(p);
-        while jobs.finished.len() > self.engine.config.keep_finished {
-            jobs.finished.pop_front();
-        }
-        drop(jobs);
+        self.engine.end(self.id, &self.tracker);
         self.engine.admitted.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -383,6 +374,26 @@ impl Engine {
             .saturating_sub(self.running())
     }
 
+    /// Records the end of job `id` once: its outcome (cancelled if it never finished) in the
+    /// metrics, its progress among the finished ones'. Called before the job's last event is
+    /// sent, so a client that got it sees the job counted.
+    fn end(&self, id: u64, tracker: &Tracker) {
+        if tracker.ended.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let mut p = tracker.snapshot();
+        if matches!(p.state, State::Queued | State::Running) {
+            p.state = State::Cancelled;
+        }
+        self.metrics.job_ended(&p);
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        jobs.live.remove(&id);
+        jobs.finished.push_back(p);
+        while jobs.finished.len() > self.config.keep_finished {
+            jobs.finished.pop_front();
+        }
+    }
+
     /// A job's progress: a live one's, or one of the last finished ones'.
     pub fn progress(&self, id: u64) -> Option<Progress> {
         let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
@@ -434,6 +445,7 @@ impl Engine {
                 error: None,
             }),
             cancel: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
             submitted: Instant::now(),
             started: Mutex::new(None),
         });
@@ -483,6 +495,7 @@ impl Engine {
 
 /// The job on its worker thread: plan, generate, send; stops when the receiver is gone.
 fn run_job(engine: &Engine, job: Job, tx: &mpsc::Sender<Event>, t: &Tracker) {
+    let id = t.snapshot().id;
     let started = Instant::now();
     *t.started.lock().unwrap_or_else(|e| e.into_inner()) = Some(started);
     let queued_seconds = t.submitted.elapsed().as_secs_f64();
@@ -511,12 +524,13 @@ fn run_job(engine: &Engine, job: Job, tx: &mpsc::Sender<Event>, t: &Tracker) {
             return;
         }
         Err(e) => {
-            tracing::debug!(job = t.snapshot().id, "job failed: {e}");
+            tracing::debug!(job = id, "job failed: {e}");
             t.update(|p| {
                 p.state = State::Failed;
                 p.error = Some(e.to_string());
                 p.elapsed_seconds = elapsed;
             });
+            engine.end(id, t);
             let _ = tx.blocking_send(Event::Failed(e));
             return;
         }
@@ -540,6 +554,7 @@ fn run_job(engine: &Engine, job: Job, tx: &mpsc::Sender<Event>, t: &Tracker) {
         p.elapsed_seconds = elapsed;
         p.realtime_factor = Some(summary.audio_seconds / elapsed.max(1e-9));
     });
+    engine.end(id, t);
     let _ = tx.blocking_send(Event::Done(summary));
 }
 
