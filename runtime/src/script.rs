@@ -599,3 +599,63 @@ impl ScriptGeneration {
         Ok(crate::crossfade::crossfade_join(&parts, fade))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(carry: bool, segment_steps: Option<usize>) -> ScriptPlan {
+        let seg = |text: &str| Segment {
+            source: 0..text.len(),
+            text: text.to_string(),
+            cut: Cut::Sentence,
+        };
+        ScriptPlan {
+            segments: vec![seg("[S1] One."), seg("[S2] Two.")],
+            warnings: Vec::new(),
+            segment_steps,
+            carry,
+            estimated_frames: 100,
+        }
+    }
+
+    #[test]
+    fn a_segment_request_is_the_voice_then_the_carried_segment_then_its_own_text() {
+        let voice = VoicePrompt {
+            codes: Frames {
+                channels: 2,
+                data: vec![1, 2, 3, 4],
+            },
+            transcript: "[S1] Voice. ".into(),
+        };
+        let base = GenerateOptions {
+            seed: Some(9),
+            max_tokens: Some(77),
+            temperature: 0.5,
+            ..GenerateOptions::default()
+        };
+        let p = plan(true, Some(40));
+        let (text, o) = segment_request(&p, Some(&voice), None, 0, &base, 2);
+        assert_eq!(text, "[S1] Voice. [S1] One.");
+        assert_eq!(o.audio_prompt.as_ref().unwrap().data, [1, 2, 3, 4]);
+        assert_eq!(o.max_tokens, Some(1 + 2 + 40));
+        assert_eq!((o.seed, o.temperature), (Some(9), 0.5));
+
+        let prev = ("[S1] One.", &[5i64, 6, 7, 8, 9, 10][..]);
+        let (text, o) = segment_request(&p, Some(&voice), Some(prev), 1, &base, 2);
+        assert_eq!(text, "[S1] Voice. [S1] One. [S2] Two.");
+        assert_eq!(
+            o.audio_prompt.as_ref().unwrap().data,
+            [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+        );
+        assert_eq!(o.max_tokens, Some(1 + 5 + 40));
+        assert_eq!(o.seed, Some(segment_seed(9, 1)));
+
+        // Without carry the previous segment is not in the prompt; a whole script keeps the
+        // options' budget; no voice and nothing carried is no prompt at all.
+        let (text, o) = segment_request(&plan(false, None), None, Some(prev), 1, &base, 2);
+        assert_eq!(text, "[S2] Two.");
+        assert!(o.audio_prompt.is_none());
+        assert_eq!(o.max_tokens, Some(77));
+    }
+}
