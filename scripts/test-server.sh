@@ -4,8 +4,9 @@
 # web page in headless Chromium (WebDriver). Installs what it needs when missing (Debian's
 # chromium and chromium-driver through apt-get, as root; the Python packages of
 # scripts/requirements-serve.txt in .venv-serve); a check that cannot run fails, it is never
-# skipped. Uses the dia-serve and dia-export of cargo's target directory (PROFILE=debug by
-# default, as scripts/test.sh builds them).
+# skipped. The server runs two generations at once, decoded together on the batching scheduler
+# (--max-concurrent 2). Uses the dia-serve and dia-export of cargo's target directory
+# (PROFILE=debug by default, as scripts/test.sh builds them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile="${PROFILE:-debug}"
@@ -47,7 +48,7 @@ cleanup() {
 trap cleanup EXIT
 max_voice=1000000
 "$bin/dia-serve" --bundle "$bundle" --ep cpu --port 0 --voices "$work/voices" \
-  --max-voice-bytes "$max_voice" --queue 16 2> "$work/server.log" &
+  --max-voice-bytes "$max_voice" --queue 16 --max-concurrent 2 2> "$work/server.log" &
 pid=$!
 url=
 for _ in $(seq 1 600); do

@@ -21,7 +21,7 @@
 
 use std::collections::VecDeque;
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ort::memory::Allocator;
@@ -568,13 +568,31 @@ struct Submission {
     accepted: mpsc::SyncSender<Result<(), RuntimeError>>,
 }
 
+/// What a [`Scheduler`] has done so far ([`Scheduler::stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SchedulerStats {
+    /// Batch steps run.
+    pub steps: u64,
+    /// Utterances decoded, summed over the steps (`utterance_steps / steps` is the mean
+    /// number of utterances a step decoded).
+    pub utterance_steps: u64,
+    /// The most utterances one step decoded.
+    pub peak: usize,
+    /// Utterances in slots after the last step.
+    pub active: usize,
+    /// Utterances waiting for a slot after the last step.
+    pub waiting: usize,
+}
+
 /// A [`Batch`] on a thread of its own: submit requests from any thread and receive each one's
-/// frames as they are decoded. Dropping a request's receiver cancels it at the next step;
-/// dropping the scheduler finishes the requests under way and stops the thread.
+/// frames as they are decoded. Dropping a request's receiver cancels it when its next frames
+/// are sent; dropping the scheduler finishes the requests under way and stops the thread.
 pub struct Scheduler {
     submit: Option<mpsc::Sender<Submission>>,
     thread: Option<std::thread::JoinHandle<()>>,
     capacity: usize,
+    text_len: usize,
+    stats: Arc<Mutex<SchedulerStats>>,
 }
 
 impl Scheduler {
@@ -582,12 +600,14 @@ impl Scheduler {
     pub fn spawn(model: Arc<DiaModel>, opts: BatchOptions) -> Result<Self, RuntimeError> {
         let (tx, rx) = mpsc::channel::<Submission>();
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        let stats = Arc::new(Mutex::new(SchedulerStats::default()));
+        let thread_stats = stats.clone();
         let thread = std::thread::Builder::new()
             .name("dia-batch".into())
             .spawn(move || {
                 let batch = match Batch::new(&model, &opts) {
                     Ok(b) => {
-                        let _ = ready_tx.send(Ok(()));
+                        let _ = ready_tx.send(Ok(b.text_len()));
                         b
                     }
                     Err(e) => {
@@ -595,14 +615,16 @@ impl Scheduler {
                         return;
                     }
                 };
-                run_scheduler(batch, rx);
+                run_scheduler(batch, rx, &thread_stats);
             })
             .map_err(|e| RuntimeError::Internal(format!("cannot start the batch thread: {e}")))?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Self {
+            Ok(Ok(text_len)) => Ok(Self {
                 submit: Some(tx),
                 thread: Some(thread),
                 capacity: opts.slots,
+                text_len,
+                stats,
             }),
             Ok(Err(e)) => {
                 let _ = thread.join();
@@ -617,6 +639,16 @@ impl Scheduler {
     /// Utterances decoded at once.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// The text positions each slot reads (texts of more tokens are refused at submit).
+    pub fn text_len(&self) -> usize {
+        self.text_len
+    }
+
+    /// Steps run and utterances decoded so far.
+    pub fn stats(&self) -> SchedulerStats {
+        *self.stats.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Submits an utterance; its frames come on the returned receiver, then `Done`. Options
@@ -653,7 +685,11 @@ impl Drop for Scheduler {
     }
 }
 
-fn run_scheduler(mut batch: Batch<'_>, rx: mpsc::Receiver<Submission>) {
+fn run_scheduler(
+    mut batch: Batch<'_>,
+    rx: mpsc::Receiver<Submission>,
+    stats: &Mutex<SchedulerStats>,
+) {
     let mut senders: std::collections::HashMap<RequestId, mpsc::Sender<Update>> =
         std::collections::HashMap::new();
     let mut events = Vec::new();
@@ -683,7 +719,18 @@ fn run_scheduler(mut batch: Batch<'_>, rx: mpsc::Receiver<Submission>) {
             }
         }
         events.clear();
-        if let Err(e) = batch.step(&mut events) {
+        // The step admits waiting utterances into free slots, then decodes every slot in use.
+        let decoded = (batch.active() + batch.waiting()).min(batch.capacity());
+        let stepped = batch.step(&mut events);
+        {
+            let mut st = stats.lock().unwrap_or_else(|e| e.into_inner());
+            if stepped.is_ok() && decoded > 0 {
+                st.steps += 1;
+                st.utterance_steps += decoded as u64;
+                st.peak = st.peak.max(decoded);
+            }
+        }
+        if let Err(e) = stepped {
             let msg = e.to_string();
             tracing::error!("batch step failed: {msg}");
             for (_, s) in senders.drain() {
@@ -710,5 +757,8 @@ fn run_scheduler(mut batch: Batch<'_>, rx: mpsc::Receiver<Submission>) {
                 }
             }
         }
+        let mut st = stats.lock().unwrap_or_else(|e| e.into_inner());
+        st.active = batch.active();
+        st.waiting = batch.waiting();
     }
 }

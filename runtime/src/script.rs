@@ -54,6 +54,10 @@ pub struct ScriptOptions {
     /// Frames of speech per byte of text, to size segments: Dia speaks ~14 characters a
     /// second, about 6 frames (86 per second) each; 7 leaves a margin.
     pub frames_per_byte: f32,
+    /// Text tokens a segment's input may take (voice transcript and carried text included);
+    /// `None`: the bundle's window, and a larger value is cut to it. A server decoding on a
+    /// [`crate::batch::Batch`] of a shorter text length plans for that length.
+    pub text_window: Option<usize>,
 }
 
 impl Default for ScriptOptions {
@@ -62,6 +66,7 @@ impl Default for ScriptOptions {
             carry: true,
             crossfade_s: 0.04,
             frames_per_byte: 7.0,
+            text_window: None,
         }
     }
 }
@@ -102,12 +107,26 @@ impl ScriptPlan {
                 "the crossfade must be between 0 and 1 second".into(),
             ));
         }
-        let window = m.max_text_len;
+        let window = match sopts.text_window {
+            None => m.max_text_len,
+            Some(0) => {
+                return Err(RuntimeError::InvalidOption(
+                    "the text window must be at least one token".into(),
+                ))
+            }
+            Some(w) => w.min(m.max_text_len),
+        };
         let max_delay = cfg.max_delay();
         let (voice_frames, voice_tokens) =
             voice.map_or((0, 0), |v| (v.codes.len(), count_tokens(&v.transcript)));
         if script.trim().is_empty() {
             return Err(RuntimeError::EmptyText);
+        }
+        if voice.is_some() && 1 + voice_frames >= steps {
+            return Err(RuntimeError::InvalidOption(format!(
+                "the voice prompt ({voice_frames} frames) leaves no room for speech in {steps} \
+                 steps: use a shorter recording, or raise --max-tokens"
+            )));
         }
         let estimate = |bytes: usize| (bytes as f32 * sopts.frames_per_byte).ceil() as usize;
         let parts = if sopts.carry { 2 } else { 1 };
@@ -256,6 +275,71 @@ pub fn segment_seed(seed: u64, k: usize) -> u64 {
     seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
+/// What segment `k` of `plan` is generated with: its text and its generation options.
+///
+/// The text is the voice's transcript, then (when the plan carries and `k > 0`) the previous
+/// segment's text and a space, then the segment's own text; the audio prompt is the voice's
+/// codes, then the previous segment's codes. The seed is [`segment_seed`] of `base`'s, and a
+/// split script's segment may take `1 + prompt frames + plan.segment_steps` steps (a whole
+/// script keeps `base`'s budget). `base` gives the sampling settings (its `audio_prompt` is
+/// replaced); `prev` is segment `k - 1`'s text and codes (`[n, channels]`, as generated), used
+/// only when carried; `channels` is the model's codebooks.
+///
+/// The one definition of a segment's inputs: [`ScriptGenerator`] runs it, and so can anything
+/// that decodes segments elsewhere (a server on a [`crate::batch::Scheduler`]), with the same
+/// codes.
+pub fn segment_request(
+    plan: &ScriptPlan,
+    voice: Option<&VoicePrompt>,
+    prev: Option<(&str, &[i64])>,
+    k: usize,
+    base: &GenerateOptions,
+    channels: usize,
+) -> (String, GenerateOptions) {
+    let carried = if plan.carry && k > 0 { prev } else { None };
+    debug_assert!(
+        !(plan.carry && k > 0) || carried.is_some(),
+        "segment {k} of a carried script needs the previous segment"
+    );
+    let mut text = String::new();
+    let mut prompt = Frames {
+        channels,
+        data: Vec::new(),
+    };
+    if let Some(v) = voice {
+        text.push_str(&v.transcript);
+        prompt.data.extend_from_slice(&v.codes.data);
+    }
+    if let Some((prev_text, prev_codes)) = carried {
+        text.push_str(prev_text);
+        text.push(' ');
+        prompt.data.extend_from_slice(prev_codes);
+    }
+    text.push_str(&plan.segments[k].text);
+    let prompt_frames = prompt.len();
+    let opts = GenerateOptions {
+        max_tokens: match plan.segment_steps {
+            Some(s) => Some(1 + prompt_frames + s),
+            None => base.max_tokens,
+        },
+        seed: base.seed.map(|s| segment_seed(s, k)),
+        audio_prompt: (!prompt.is_empty()).then_some(prompt),
+        ..base.clone()
+    };
+    (text, opts)
+}
+
+/// The warning for segment `k` of `plan` that used all its `steps` steps without EOS.
+pub fn unfinished_segment_warning(plan: &ScriptPlan, k: usize, steps: usize) -> String {
+    let preview: String = plan.segments[k].text.chars().take(48).collect();
+    format!(
+        "segment {}/{} used all its {steps} steps without ending (no EOS), so it may stop \
+         mid-word: \"{preview}…\"; give it fewer words, or more steps with --max-tokens",
+        k + 1,
+        plan.segments.len(),
+    )
+}
+
 /// Generates a [`ScriptPlan`] segment after segment, a step at a time.
 pub struct ScriptGenerator<'m> {
     model: &'m DiaModel,
@@ -332,44 +416,28 @@ impl<'m> ScriptGenerator<'m> {
     }
 
     /// The text and the audio prompt segment `k` is generated with: the voice, then the
-    /// segment before it (when carried), then its own text.
+    /// segment before it (when carried), then its own text (see [`segment_request`]).
     pub fn inputs(&self, k: usize) -> (String, Option<Frames>) {
-        let seg = &self.plan.segments[k];
-        let mut text = String::new();
-        let mut prompt = Frames {
-            channels: self.codes.channels,
-            data: Vec::new(),
-        };
-        if let Some(v) = &self.voice {
-            text.push_str(&v.transcript);
-            prompt.data.extend_from_slice(&v.codes.data);
-        }
-        if self.plan.carry && k > 0 {
-            let prev = &self.reports[k - 1];
-            text.push_str(&prev.text);
-            text.push(' ');
-            let c = self.codes.channels;
-            prompt
-                .data
-                .extend_from_slice(&self.codes.data[prev.frames.start * c..prev.frames.end * c]);
-        }
-        text.push_str(&seg.text);
-        (text, (!prompt.is_empty()).then_some(prompt))
+        let (text, opts) = self.request(k);
+        (text, opts.audio_prompt)
+    }
+
+    /// Segment `k`'s text and options ([`segment_request`] with the segment before it).
+    fn request(&self, k: usize) -> (String, GenerateOptions) {
+        let c = self.codes.channels;
+        let prev = k.checked_sub(1).and_then(|j| self.reports.get(j)).map(|r| {
+            (
+                r.text.as_str(),
+                &self.codes.data[r.frames.start * c..r.frames.end * c],
+            )
+        });
+        segment_request(&self.plan, self.voice.as_ref(), prev, k, &self.base, c)
     }
 
     fn start_segment(&mut self) -> Result<(), RuntimeError> {
         let k = self.next;
-        let (text, prompt) = self.inputs(k);
-        let prompt_frames = prompt.as_ref().map_or(0, Frames::len);
-        let opts = GenerateOptions {
-            max_tokens: match self.plan.segment_steps {
-                Some(s) => Some(1 + prompt_frames + s),
-                None => self.base.max_tokens,
-            },
-            seed: self.base.seed.map(|s| segment_seed(s, k)),
-            audio_prompt: prompt,
-            ..self.base.clone()
-        };
+        let (text, opts) = self.request(k);
+        let prompt_frames = opts.audio_prompt.as_ref().map_or(0, Frames::len);
         let prompt_text = text[..text.len() - self.plan.segments[k].text.len()].to_string();
         self.current = Some(Generator::new(self.model, &text, &opts)?);
         self.current_prompt = (prompt_text, prompt_frames);
@@ -417,14 +485,7 @@ impl<'m> ScriptGenerator<'m> {
             self.first_step_s = gen.first_step_s;
         }
         if gen.eos_step.is_none() && !self.base.ignore_eos {
-            let preview: String = seg.text.chars().take(48).collect();
-            let msg = format!(
-                "segment {}/{} used all its {} steps without ending (no EOS), so it may stop \
-                 mid-word: \"{preview}…\"; give it fewer words, or more steps with --max-tokens",
-                k + 1,
-                self.plan.segments.len(),
-                gen.steps
-            );
+            let msg = unfinished_segment_warning(&self.plan, k, gen.steps);
             tracing::warn!("{msg}");
             self.warnings.push(msg);
         }
@@ -536,5 +597,65 @@ impl ScriptGeneration {
             .collect::<Result<Vec<_>, _>>()?;
         let fade = (crossfade_s * model.sample_rate() as f32).round() as usize;
         Ok(crate::crossfade::crossfade_join(&parts, fade))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(carry: bool, segment_steps: Option<usize>) -> ScriptPlan {
+        let seg = |text: &str| Segment {
+            source: 0..text.len(),
+            text: text.to_string(),
+            cut: Cut::Sentence,
+        };
+        ScriptPlan {
+            segments: vec![seg("[S1] One."), seg("[S2] Two.")],
+            warnings: Vec::new(),
+            segment_steps,
+            carry,
+            estimated_frames: 100,
+        }
+    }
+
+    #[test]
+    fn a_segment_request_is_the_voice_then_the_carried_segment_then_its_own_text() {
+        let voice = VoicePrompt {
+            codes: Frames {
+                channels: 2,
+                data: vec![1, 2, 3, 4],
+            },
+            transcript: "[S1] Voice. ".into(),
+        };
+        let base = GenerateOptions {
+            seed: Some(9),
+            max_tokens: Some(77),
+            temperature: 0.5,
+            ..GenerateOptions::default()
+        };
+        let p = plan(true, Some(40));
+        let (text, o) = segment_request(&p, Some(&voice), None, 0, &base, 2);
+        assert_eq!(text, "[S1] Voice. [S1] One.");
+        assert_eq!(o.audio_prompt.as_ref().unwrap().data, [1, 2, 3, 4]);
+        assert_eq!(o.max_tokens, Some(1 + 2 + 40));
+        assert_eq!((o.seed, o.temperature), (Some(9), 0.5));
+
+        let prev = ("[S1] One.", &[5i64, 6, 7, 8, 9, 10][..]);
+        let (text, o) = segment_request(&p, Some(&voice), Some(prev), 1, &base, 2);
+        assert_eq!(text, "[S1] Voice. [S1] One. [S2] Two.");
+        assert_eq!(
+            o.audio_prompt.as_ref().unwrap().data,
+            [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+        );
+        assert_eq!(o.max_tokens, Some(1 + 5 + 40));
+        assert_eq!(o.seed, Some(segment_seed(9, 1)));
+
+        // Without carry the previous segment is not in the prompt; a whole script keeps the
+        // options' budget; no voice and nothing carried is no prompt at all.
+        let (text, o) = segment_request(&plan(false, None), None, Some(prev), 1, &base, 2);
+        assert_eq!(text, "[S2] Two.");
+        assert!(o.audio_prompt.is_none());
+        assert_eq!(o.max_tokens, Some(77));
     }
 }

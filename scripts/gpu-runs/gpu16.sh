@@ -33,11 +33,11 @@ if [[ $stage == a ]]; then
 fi
 
 if [[ $stage == b ]]; then
-  for v in "--first-chunk 4" "--first-chunk 2" "--first-chunk 4 --conv-exhaustive" "--first-chunk 2 --conv-exhaustive" "--first-chunk 4 --codec-window 0"; do
+  for v in "--first-chunk 4" "--first-chunk 4 --conv-exhaustive" "--first-chunk 2 --conv-exhaustive" "--first-chunk 4 --codec-window 0"; do
     echo "== stream example --cuda-graph $v (default codec: 64-frame windows, heuristic search, [N, C, 1, L])"
     $carry/bin/stream $work/fused-f16 --ep cuda --cuda-graph --utterances 3 $v
   done
-  for rep in 1 2; do
+  for rep in 1; do
     echo "== dia-run --stream --out - (cold process), --cuda-graph, run $rep"
     $carry/bin/dia-run --bundle $work/fused-f16 --ep cuda --cuda-graph --text "$text" --temperature 0 \
       --max-tokens 200 --out - --json 2>&1 > /dev/null | grep '^{'

@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use dia_run::audio::{SampleStream, WavFormat};
-use dia_run::script::{ScriptOptions, ScriptPlan};
+use dia_run::script::ScriptPlan;
 use dia_run::GenerateOptions;
 use serde::Deserialize;
 
@@ -144,6 +144,8 @@ async fn health(State(app): AppState) -> Json<serde_json::Value> {
         "queued": e.queued(),
         "max_concurrent": e.config().max_concurrent,
         "queue": e.config().queue,
+        "batch": e.batch_slots(),
+        "batch_text_len": e.batch_text_len(),
     }))
 }
 
@@ -154,6 +156,7 @@ async fn metrics(State(app): AppState) -> impl IntoResponse {
         queued: e.queued(),
         max_concurrent: e.config().max_concurrent,
         queue_capacity: e.config().queue,
+        batch: e.batch_stats(),
     });
     (
         [(
@@ -461,7 +464,7 @@ fn job(req: SpeechRequest, app: &App, delivery: Delivery) -> Result<Job, ApiErro
         seed: req.seed,
         ..d
     };
-    let script = ScriptOptions::default();
+    let script = app.engine.script_options();
     let voice = match req.voice.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(name) => Some(app.voices.loader(app.voices.find(name)?)),

@@ -1,8 +1,9 @@
 //! `dia-serve`: an OpenAI-compatible speech server for Dia ONNX bundles.
 //!
 //! The model is loaded once ([`dia_run::DiaModel`]) and shared by every request.
-//! [`engine`] runs generations (a bounded number at once, a bounded queue, cancelled when the
-//! client goes away); [`api`] is the HTTP side (`POST /v1/audio/speech` as OpenAI's, voices,
+//! [`engine`] runs generations (a bounded number at once, decoded together on the runtime's
+//! batching scheduler when the bundle can batch, a bounded queue, cancelled when the client
+//! goes away); [`api`] is the HTTP side (`POST /v1/audio/speech` as OpenAI's, voices,
 //! models, health, metrics, the job status); [`voices`] is the voices directory; [`metrics`]
 //! the Prometheus counters; [`error`] the OpenAI-shaped errors; [`web`] the page at `/`.
 //!

@@ -39,9 +39,21 @@ struct Args {
     /// Require `Authorization: Bearer KEY` on /v1/ (the page, /health and /metrics stay open).
     #[arg(long, env = "DIA_SERVE_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
-    /// Generations running at once (on the CPU one already uses every core).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-    max_concurrent: u32,
+    /// Generations running at once (default 1: on the CPU one already uses every core).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    max_concurrent: Option<u32>,
+    /// Slots of the batching scheduler: generations decoded together, in the rows of one
+    /// decoder step (so also the generations running at once). Default: --max-concurrent's
+    /// when that is more than 1, else 0 (a batch of one shares nothing and reads the whole
+    /// text window every step). 0: no scheduler, each generation decodes on a thread of its
+    /// own (what bundles whose step takes one utterance get anyway).
+    #[arg(long)]
+    batch: Option<u32>,
+    /// Text tokens each batch slot reads every step (rounded up to the bundle's bucket);
+    /// default: the bundle's whole window. Shorter makes a large batch's steps cheaper, and
+    /// long inputs are then split into more, shorter segments.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    batch_text_len: Option<u32>,
     /// Requests waiting for a slot at most; beyond that the server answers 503 with Retry-After.
     #[arg(long, default_value_t = 16)]
     queue: u32,
@@ -87,6 +99,20 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    let (max_concurrent, batch) = match (args.batch, args.max_concurrent) {
+        (None, m) => {
+            let m = m.unwrap_or(1);
+            (m, m > 1)
+        }
+        (Some(0), m) => (m.unwrap_or(1), false),
+        (Some(b), None) => (b, true),
+        (Some(b), Some(m)) if b == m => (b, true),
+        (Some(b), Some(m)) => anyhow::bail!(
+            "--batch {b} and --max-concurrent {m} disagree: with batching, the scheduler's slots \
+             are the generations running at once (give one of them, or --batch 0 for a thread \
+             per generation)"
+        ),
+    };
     let model = DiaModel::load(
         &args.bundle,
         &ModelOptions {
@@ -101,10 +127,16 @@ fn main() -> Result<()> {
         tracing::warn!("{w}");
     }
     model.require_codec("serve speech")?;
+    let window = model.manifest().max_text_len;
+    if let Some(t) = args.batch_text_len.filter(|&t| t as usize > window) {
+        anyhow::bail!("--batch-text-len {t} is more than the bundle's text window of {window}");
+    }
     let rate = model.sample_rate();
     let config = ServerConfig {
         engine: EngineConfig {
-            max_concurrent: args.max_concurrent as usize,
+            max_concurrent: max_concurrent as usize,
+            batch,
+            batch_text_len: args.batch_text_len.map(|t| t as usize),
             queue: args.queue as usize,
             chunks: ChunkSizes {
                 first: args.first_chunk_frames as usize,
@@ -124,6 +156,7 @@ fn main() -> Result<()> {
     };
     let provider = model.provider();
     let app = App::new(Arc::new(model), config).context("opening the voices directory")?;
+    let batch_slots = app.engine.batch_slots();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -134,7 +167,9 @@ fn main() -> Result<()> {
         let addr: SocketAddr = listener.local_addr()?;
         tracing::info!(
             provider = provider.name(),
-            max_concurrent = args.max_concurrent,
+            max_concurrent,
+            batch = ?batch_slots,
+            batch_text_len = ?app.engine.batch_text_len(),
             queue = args.queue,
             "serving {}",
             args.bundle.display()

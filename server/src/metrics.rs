@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 
+use dia_run::batch::SchedulerStats;
+
 use crate::engine::{Progress, State};
 
 /// Upper bounds of the time-to-first-audio histogram, in seconds.
@@ -41,6 +43,8 @@ pub struct Gauges {
     pub queued: usize,
     pub max_concurrent: usize,
     pub queue_capacity: usize,
+    /// The batching scheduler's counts, when generations decode together.
+    pub batch: Option<SchedulerStats>,
 }
 
 impl Metrics {
@@ -174,6 +178,37 @@ impl Metrics {
             "Frames per second of the last finished generation.",
             m.last_frames_per_second,
         );
+        if let Some(b) = &g.batch {
+            gauge(
+                &mut s,
+                "dia_batch_steps_total",
+                "counter",
+                "Decoder steps the batching scheduler ran.",
+                b.steps as f64,
+            );
+            gauge(
+                &mut s,
+                "dia_batch_utterance_steps_total",
+                "counter",
+                "Generations decoded, summed over the batch's steps (/ dia_batch_steps_total = \
+                 the mean a step decoded).",
+                b.utterance_steps as f64,
+            );
+            gauge(
+                &mut s,
+                "dia_batch_peak",
+                "gauge",
+                "The most generations one batch step decoded.",
+                b.peak as f64,
+            );
+            gauge(
+                &mut s,
+                "dia_batch_active",
+                "gauge",
+                "Generations in the batch's slots after its last step.",
+                b.active as f64,
+            );
+        }
         let h = "dia_time_to_first_audio_seconds";
         let _ = writeln!(
             s,
@@ -232,6 +267,13 @@ mod tests {
             queued: 2,
             max_concurrent: 1,
             queue_capacity: 4,
+            batch: Some(SchedulerStats {
+                steps: 10,
+                utterance_steps: 15,
+                peak: 2,
+                active: 1,
+                waiting: 0,
+            }),
         });
         for line in [
             "dia_http_responses_total{route=\"/v1/audio/speech\",status=\"200\"} 2",
@@ -246,6 +288,9 @@ mod tests {
             "dia_time_to_first_audio_seconds_bucket{le=\"0.25\"} 0",
             "dia_time_to_first_audio_seconds_bucket{le=\"0.5\"} 1",
             "dia_time_to_first_audio_seconds_count 1",
+            "dia_batch_steps_total 10",
+            "dia_batch_utterance_steps_total 15",
+            "dia_batch_peak 2",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

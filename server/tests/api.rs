@@ -480,6 +480,27 @@ async fn busy_then_disconnect_frees_the_slot() {
         "{st}"
     );
     eprintln!("slot freed {took:?} after the disconnect");
+    // The batch's row too: the scheduler drops the request at its next frames.
+    let t = Instant::now();
+    loop {
+        let m = s
+            .client
+            .get(format!("{}/metrics", s.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if m.lines().any(|l| l == "dia_batch_active 0") {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the batch kept a row:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let metrics = s
         .client
         .get(format!("{}/metrics", s.url))
@@ -595,7 +616,7 @@ async fn voices_upload_list_and_use() {
         s.speech(json!({"model": "dia", "input": "[S1] Hi.", "voice": "long"}))
             .await,
         400,
-        "voice prompt is 345 frames",
+        "voice prompt (345 frames) leaves no room",
     )
     .await;
 
@@ -674,15 +695,24 @@ async fn models_page_metrics() {
             .status(),
         200
     );
-    let text = s
-        .client
-        .get(format!("{}/metrics", s.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // The job is counted when its worker ends, which may be just after the response's last
+    // byte: wait for it (a loaded machine can take a moment).
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = s
+            .client
+            .get(format!("{}/metrics", s.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("dia_speech_jobs_total{outcome=\"done\"} 1") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     for want in [
         "dia_http_responses_total{route=\"/v1/audio/speech\",status=\"200\"} 1",
         "dia_speech_jobs_total{outcome=\"done\"} 1",
@@ -714,4 +744,122 @@ async fn concurrent_generations_match_sequential_ones() {
     assert_eq!(a, alone[0]);
     assert_eq!(b, alone[1]);
     assert_ne!(a, b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_requests_decode_together_and_equal_each_alone() {
+    // The default engine batches (the fixture bundle is fused); the other decodes a request
+    // per thread.
+    let batched = Server::start(|c| c.engine.max_concurrent = 2).await;
+    let threads = Server::start(|c| {
+        c.engine.max_concurrent = 2;
+        c.engine.batch = false;
+    })
+    .await;
+    assert_eq!(batched.get_json("/health").await["batch"], 2);
+    assert!(threads.get_json("/health").await["batch"].is_null());
+    let b64 = base64::engine::general_purpose::STANDARD.encode(sine_wav(0.5, 22050));
+    for s in [&batched, &threads] {
+        let r = s
+            .post("/v1/audio/voices")
+            .json(&json!({"name": "v", "transcript": "[S1] A voice.", "audio": b64}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    // Several segments each (the carried prompts too), one in a voice.
+    let input = "[S1] One sentence here. [S2] Another one there. [S1] And a third one to \
+                 finish. [S2] Done now, or nearly. [S1] Yes.";
+    let bodies = [
+        json!({"model": "dia", "input": input, "seed": 7, "response_format": "pcm"}),
+        json!({"model": "dia", "input": input, "seed": 8, "voice": "v",
+               "response_format": "pcm"}),
+    ];
+    let pcm = |s: &Server, body: Value| {
+        let req = s.post("/v1/audio/speech").json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let segments: usize = header(&r, "x-dia-segments").parse().unwrap();
+            (segments, r.bytes().await.unwrap())
+        }
+    };
+    let mut alone = Vec::new();
+    for body in &bodies {
+        let (segments, a) = pcm(&batched, body.clone()).await;
+        assert!(segments > 1, "{segments} segments");
+        // A thread of its own makes the same audio.
+        let (_, t) = pcm(&threads, body.clone()).await;
+        assert_eq!(a, t, "batched alone vs a thread of its own");
+        alone.push(a);
+    }
+    assert_ne!(alone[0], alone[1]);
+    let before = batched.get_json("/health").await;
+    assert_eq!(before["running"], 0, "{before}");
+    let ((_, a), (_, b)) = tokio::join!(
+        pcm(&batched, bodies[0].clone()),
+        pcm(&batched, bodies[1].clone())
+    );
+    assert_eq!(a, alone[0], "decoded together vs alone");
+    assert_eq!(b, alone[1], "decoded together vs alone");
+
+    // The scheduler decoded both in the rows of the same steps.
+    let metrics = batched
+        .client
+        .get(format!("{}/metrics", batched.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("dia_batch_peak"), 2.0, "{metrics}");
+    assert!(
+        value("dia_batch_utterance_steps_total") > value("dia_batch_steps_total"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("dia_speech_jobs_total{outcome=\"done\"} 4"));
+    // The thread-per-request engine has no batch to report.
+    let metrics = threads
+        .client
+        .get(format!("{}/metrics", threads.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!metrics.contains("dia_batch_steps_total"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shorter_batch_text_length_splits_scripts_to_fit() {
+    let whole = Server::start(|_| {}).await;
+    let short = Server::start(|c| c.engine.batch_text_len = Some(32)).await;
+    let h = short.get_json("/health").await;
+    assert_eq!(h["batch_text_len"], 32, "{h}");
+    assert_eq!(whole.get_json("/health").await["batch_text_len"], 64);
+    // 44 tokens: one generation in the bundle's window (64), two segments in 32.
+    let input = "[S1] Hello there. [S2] How are you doing now?";
+    let body = json!({"model": "dia", "input": input, "seed": 4, "max_tokens": 120});
+    let segments = |r: &reqwest::Response| header(r, "x-dia-segments").parse::<usize>().unwrap();
+    let a = whole.speech(body.clone()).await;
+    let b = short.speech(body).await;
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    assert!(
+        segments(&b) > segments(&a),
+        "{} vs {}",
+        segments(&b),
+        segments(&a)
+    );
+    assert!(header(&b, "x-dia-samples").parse::<usize>().unwrap() > 0);
 }

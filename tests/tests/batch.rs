@@ -220,6 +220,12 @@ fn the_scheduler_streams_requests_from_several_threads() {
     for h in handles {
         h.join().unwrap();
     }
+    assert_eq!(sched.text_len(), 64, "the tiny bundle's whole window");
+    // Counted: steps, and the utterances each decoded (at most the two slots).
+    let st = sched.stats();
+    assert!(st.steps > 0, "{st:?}");
+    assert!(st.utterance_steps >= st.steps, "{st:?}");
+    assert!((1..=2).contains(&st.peak), "{st:?}");
     // Bad input is refused at submit, naming the problem.
     let err = sched
         .submit(
