@@ -4,7 +4,7 @@
 # torch.compile), same random full-size checkpoint, same text and frame count; the accuracy of
 # the float16/bfloat16 bundles against float32; the GEMM and launch floors of a step.
 # Usage: scripts/bench-gpu.sh CARRY_DIR [FRAMES] [--compile]
-#   CARRY_DIR holds bin/{dia-export,dia-run,compare}, dia/ (a nari-labs/dia checkout), whl/
+#   CARRY_DIR holds bin/{dia-export,dia-run,compare,batch_bench}, dia/ (a nari-labs/dia checkout), whl/
 #   (pydantic wheels) and the ONNX Runtime CUDA parts with unpack-cuda-ep.sh and SHA256.
 set -uo pipefail
 carry="$1"; frames="${2:-1000}"; compile="${3:-}"
@@ -70,3 +70,11 @@ if [[ "$compile" == "--compile" ]]; then
   echo "== nari-labs torch.compile"
   python3 scripts/bench_nari.py --dia-repo "$carry/dia" --ckpt "$work/ckpt" --frames "$frames" --compile
 fi
+
+# Batched decoding (issue 13): B utterances in one batch, 300 sampled frames each, text bucket
+# 128, with the CUDA graph; then the official batch generate in the same session. CARRY_DIR/bin
+# needs the batch_bench example. `scripts/plot_batch.py LOG --out PNG` plots the two.
+echo "== batch_bench --cuda-graph, 300 frames each, text bucket 128"
+"$carry/bin/batch_bench" "$work/fused-f16" --ep cuda --cuda-graph --slots 1,2,4,8,16,32,48,64,96,128,192,256 --frames 300 --text-len 128
+echo "== nari-labs/dia batch generate, eager float16, 300 frames"
+python3 scripts/bench_nari.py --dia-repo "$carry/dia" --ckpt "$work/ckpt" --frames 300 --batch 1,8,32,64 2>&1 | grep '^{'
