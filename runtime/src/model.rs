@@ -124,12 +124,36 @@ impl DiaModel {
         };
         let g = &manifest.graphs;
         let cfg = &manifest.config;
-        let t = std::time::Instant::now();
-        let enc = session::open(dir, "encoder", &g.encoder, &settings, false)?;
-        load_timings.encoder_s = t.elapsed().as_secs_f64();
-        let t = std::time::Instant::now();
-        let dec = session::open(dir, "decoder_step", &g.decoder_step, &settings, true)?;
-        load_timings.decoder_step_s = t.elapsed().as_secs_f64();
+        // The decoder step (most of the load: its weights, prepacked) opens on a thread of its
+        // own while the encoder and the codec open here.
+        let (dec, enc, codec_sessions) = std::thread::scope(|scope| {
+            let step = scope.spawn(|| {
+                let t = std::time::Instant::now();
+                let s = session::open(dir, "decoder_step", &g.decoder_step, &settings, true);
+                (s, t.elapsed().as_secs_f64())
+            });
+            let t = std::time::Instant::now();
+            let enc = session::open(dir, "encoder", &g.encoder, &settings, false);
+            let enc_s = t.elapsed().as_secs_f64();
+            let t = std::time::Instant::now();
+            let codec = match (&g.dac_decoder, &g.dac_encoder, &manifest.dac) {
+                (Some(d), Some(e), Some(_)) => Some(
+                    session::open(dir, "dac_decoder", d, &settings, false).and_then(|dd| {
+                        Ok((dd, session::open(dir, "dac_encoder", e, &settings, false)?))
+                    }),
+                ),
+                _ => None,
+            };
+            let codec_s = t.elapsed().as_secs_f64();
+            let (dec, dec_s) = step.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            load_timings.encoder_s = enc_s;
+            load_timings.decoder_step_s = dec_s;
+            load_timings.codec_s = codec_s;
+            (dec, enc, codec)
+        });
+        // Errors in the order the graphs were opened before (the encoder's first).
+        let enc = enc?;
+        let dec = dec?;
         warnings.extend(dec.warning.iter().cloned());
         let on_cuda = dec.provider == ExecutionProvider::Cuda;
         if on_cuda && layout.target == Target::Fused && layout.dtype == Dtype::Float32 {
@@ -141,11 +165,9 @@ impl DiaModel {
                     .into(),
             );
         }
-        let t = std::time::Instant::now();
-        let codec = match (&g.dac_decoder, &g.dac_encoder, &manifest.dac) {
-            (Some(d), Some(e), Some(info)) => {
-                let dec = session::open(dir, "dac_decoder", d, &settings, false)?;
-                let enc = session::open(dir, "dac_encoder", e, &settings, false)?;
+        let codec = match (codec_sessions, &manifest.dac) {
+            (Some(sessions), Some(info)) => {
+                let (dec, enc) = sessions?;
                 // On a GPU every new input length costs set-up (cuDNN's algorithm choice):
                 // decode in windows of one length there.
                 let window = match opts.codec_window {
@@ -157,7 +179,6 @@ impl DiaModel {
             }
             _ => None,
         };
-        load_timings.codec_s = t.elapsed().as_secs_f64();
         let layers = cfg.decoder_config.num_hidden_layers;
         Ok(Self {
             decoder: DecoderStep::new(
