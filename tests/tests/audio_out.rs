@@ -62,7 +62,11 @@ fn text_to_wav_16_bit_and_float() {
         let leftovers: Vec<_> = fs::read_dir(scratch())
             .unwrap()
             .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+            // This run's files only: other tests write in the same scratch directory at once.
+            .filter(|e| {
+                let n = e.file_name().to_string_lossy().to_string();
+                n.contains(".tmp-") && n.starts_with(".speech")
+            })
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
     }
