@@ -126,31 +126,37 @@ impl DiaModel {
         let cfg = &manifest.config;
         // The decoder step (most of the load: its weights, prepacked) opens on a thread of its
         // own while the encoder and the codec open here.
-        let (dec, enc, codec_sessions) = std::thread::scope(|scope| {
-            let step = scope.spawn(|| {
-                let t = std::time::Instant::now();
-                let s = session::open(dir, "decoder_step", &g.decoder_step, &settings, true);
-                (s, t.elapsed().as_secs_f64())
-            });
-            let t = std::time::Instant::now();
-            let enc = session::open(dir, "encoder", &g.encoder, &settings, false);
-            let enc_s = t.elapsed().as_secs_f64();
-            let t = std::time::Instant::now();
-            let codec = match (&g.dac_decoder, &g.dac_encoder, &manifest.dac) {
-                (Some(d), Some(e), Some(_)) => Some(
-                    session::open(dir, "dac_decoder", d, &settings, false).and_then(|dd| {
-                        Ok((dd, session::open(dir, "dac_encoder", e, &settings, false)?))
-                    }),
-                ),
-                _ => None,
-            };
-            let codec_s = t.elapsed().as_secs_f64();
-            let (dec, dec_s) = step.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-            load_timings.encoder_s = enc_s;
-            load_timings.decoder_step_s = dec_s;
-            load_timings.codec_s = codec_s;
-            (dec, enc, codec)
-        });
+        // (A plain thread, not a scoped one: a scope makes std allocate a handle for the
+        // calling thread that lives as long as it, which a C host's leak checker reports.)
+        let step = {
+            let (dir, spec, settings) =
+                (dir.to_path_buf(), g.decoder_step.clone(), settings.clone());
+            std::thread::Builder::new()
+                .name("dia-load-step".into())
+                .spawn(move || {
+                    let t = std::time::Instant::now();
+                    let s = session::open(&dir, "decoder_step", &spec, &settings, true);
+                    (s, t.elapsed().as_secs_f64())
+                })
+                .map_err(|e| {
+                    RuntimeError::Internal(format!("cannot start a loading thread: {e}"))
+                })?
+        };
+        let t = std::time::Instant::now();
+        let enc = session::open(dir, "encoder", &g.encoder, &settings, false);
+        load_timings.encoder_s = t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
+        let codec_sessions = match (&g.dac_decoder, &g.dac_encoder, &manifest.dac) {
+            (Some(d), Some(e), Some(_)) => Some(
+                session::open(dir, "dac_decoder", d, &settings, false).and_then(|dd| {
+                    Ok((dd, session::open(dir, "dac_encoder", e, &settings, false)?))
+                }),
+            ),
+            _ => None,
+        };
+        load_timings.codec_s = t.elapsed().as_secs_f64();
+        let (dec, dec_s) = step.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        load_timings.decoder_step_s = dec_s;
         // Errors in the order the graphs were opened before (the encoder's first).
         let enc = enc?;
         let dec = dec?;
